@@ -1,0 +1,137 @@
+"""The `wm` command line. Every user error prints one line (`wm: error: ...`) and exits non-zero;
+`--debug` shows the full traceback instead."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from wm.errors import WMError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line naming the fix, instead of usage + error."""
+
+    def error(self, message: str):
+        raise WMError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _int_at_least(minimum: int):
+    """argparse type: a whole number >= minimum, with a one-line message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_seed = _int_at_least(0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wm", description="wm-engine: world models, planning and imagination from offline data.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("envs", help="list the built-in environments")
+
+    p = sub.add_parser("collect", help="collect episodes from an env into an episode store")
+    p.add_argument("--env", required=True, help="env id: a built-in (see `wm envs`) or any gymnasium id")
+    p.add_argument("--episodes", required=True, type=_positive_int, help="number of episodes to add")
+    p.add_argument("--out", required=True, help="store path (created, or appended to if it has the same spec)")
+    p.add_argument("--policy", choices=("random", "expert"), default="expert", help="behaviour policy")
+    p.add_argument("--seed", type=_seed, default=0, help="base seed (episode i uses a seed derived from it)")
+    p.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1), help="parallel envs")
+    p.add_argument("--steps", type=_positive_int, default=None, help="steps per episode (default: the env's)")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="square image size in pixels")
+
+    p = sub.add_parser("info", help="summarise an episode store")
+    p.add_argument("path", help="store path")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--check", action="store_true", help="decode every chunk to verify the data")
+
+    p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
+    p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
+    p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
+    p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to collect")
+    p.add_argument("--seed", type=_seed, default=0)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "envs":
+        from envs.registry import list_builtin
+
+        for row in list_builtin():
+            print(
+                f"{row['id']:<18} action {row['action_dim']}  proprio {row['proprio_dim']}  "
+                f"{row['episode_steps']} steps  {row['description']}"
+            )
+        print("any other installed gymnasium id that renders rgb_array also works (through the image adapter)")
+    elif args.command == "collect":
+        from wm.app.collect import CollectConfig, print_summary, run_collect
+
+        cfg = CollectConfig(
+            env=args.env,
+            episodes=args.episodes,
+            out=args.out,
+            policy=args.policy,
+            seed=args.seed,
+            workers=args.workers,
+            steps=args.steps,
+            image_size=args.image_size,
+        )
+        print_summary(run_collect(cfg))
+    elif args.command == "info":
+        from wm.app.info import dump_json, print_info, summarize
+
+        summary = summarize(args.path, check=args.check)
+        (dump_json if args.json else print_info)(summary)
+    elif args.command == "demo":
+        from wm.app.demo import run_demo
+
+        run_demo(env_id=args.env, out=args.out, episodes=args.episodes, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(format="wm: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("wm").setLevel(logging.INFO)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        _run(args)
+        return 0
+    except WMError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"wm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wm: interrupted; everything already committed to disk is kept", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(
+            f"wm: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""`wm collect`: gather episodes from an env into an episode store, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from wm.data.store import EpisodeStore
+from wm.errors import WMError
+
+
+@dataclass
+class CollectConfig:
+    """What `wm collect` does; saved in the store's `collections` attribute."""
+
+    env: str
+    episodes: int
+    out: str
+    policy: str = "expert"
+    seed: int = 0
+    workers: int = 2
+    steps: int | None = None  # None: the env's registered episode length
+    image_size: int = 64
+
+    def validate(self) -> None:
+        if self.episodes < 1:
+            raise WMError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.workers < 1:
+            raise WMError(f"--workers must be at least 1, got {self.workers}")
+        if self.steps is not None and self.steps < 1:
+            raise WMError(f"--steps must be at least 1, got {self.steps}")
+        if not 16 <= self.image_size <= 1024:
+            raise WMError(f"--image-size must be in [16, 1024], got {self.image_size}")
+        if self.seed < 0:
+            raise WMError(f"--seed must be non-negative, got {self.seed}")
+
+
+def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
+    """`(keys, spec)` of a store for `env_id`: per-frame shapes/dtypes and the env/observation/action spec."""
+    from envs.registry import is_builtin, make_env
+
+    env = make_env(env_id, image_size, steps)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        proprio_dim = obs_space["proprio"].shape[0]
+        action_dim = act_space.shape[0]
+        base = env.unwrapped
+        state_dim = int(base.state_dim) if hasattr(base, "state_dim") else None
+        control_dt = float(getattr(base, "control_dt", 0.0)) or None
+    finally:
+        env.close()
+    keys = {
+        "rgb": {"shape": [image_size, image_size, 3], "dtype": "uint8"},
+        "proprio": {"shape": [proprio_dim], "dtype": "float32"},
+        "action": {"shape": [action_dim], "dtype": "float32"},
+        "success": {"shape": [], "dtype": "bool"},
+        "reward": {"shape": [], "dtype": "float32"},
+    }
+    if state_dim is not None:
+        keys["state"] = {"shape": [state_dim], "dtype": "float64"}
+        if is_builtin(env_id):
+            keys["goal"] = {"shape": [state_dim], "dtype": "float64"}
+    spec = {
+        "env": {"id": env_id, "image_size": image_size, "episode_steps": steps, "control_dt": control_dt},
+        "observation": {"rgb": keys["rgb"], "proprio": keys["proprio"]},
+        "action": {
+            "shape": [action_dim],
+            "low": np.asarray(act_space.low).tolist(),
+            "high": np.asarray(act_space.high).tolist(),
+            "alignment": "action[t] is applied at frame t; the last frame of an episode has action 0",
+        },
+    }
+    return keys, spec
+
+
+def open_or_create(out: Path, keys: dict, spec: dict) -> EpisodeStore:
+    """Append to the store at `out` if it has the same spec, create it if absent; never touch anything else."""
+    if out.exists() and out.is_dir() and any(out.iterdir()):
+        store = EpisodeStore.open(out, mode="a")
+        if not store.same_spec(spec, keys):
+            held = store.spec.get("env", {})
+            store.close()
+            raise WMError(
+                f"{out} holds {held.get('id')} episodes ({held.get('image_size')} px, "
+                f"{held.get('episode_steps')} steps) with another spec; collect into a new --out"
+            )
+        return store
+    if out.exists() and not out.is_dir():
+        raise WMError(f"{out} exists and is a file; choose a new --out directory")
+    return EpisodeStore.create(out, keys, spec)
+
+
+def run_collect(cfg: CollectConfig) -> dict:
+    """Collect `cfg.episodes` episodes into `cfg.out`; returns the summary that is also printed."""
+    from envs.collector import check_policy, collect
+    from envs.registry import default_episode_steps
+
+    cfg.validate()
+    default_steps = default_episode_steps(cfg.env)  # also rejects unknown env ids
+    steps = cfg.steps or default_steps
+    check_policy(cfg.env, cfg.policy)
+    keys, spec = store_layout(cfg.env, cfg.image_size, steps)
+    out = Path(cfg.out)
+    created = not out.exists()
+    store = open_or_create(out, keys, spec)
+    first = store.num_episodes
+    started = time.time()
+    written, successes, frames = 0, 0, 0
+    try:
+        with tqdm(total=cfg.episodes * steps, unit="step", desc=f"collect {cfg.env}", smoothing=0.1) as bar:
+            for episode in collect(
+                cfg.env,
+                cfg.episodes,
+                steps,
+                policy=cfg.policy,
+                seed=cfg.seed,
+                workers=cfg.workers,
+                image_size=cfg.image_size,
+                first_index=first,
+                on_step=bar.update,
+            ):
+                if "state" not in keys:
+                    episode.pop("state", None)
+                store.append_episode(episode)
+                written += 1
+                frames += len(episode["rgb"])
+                successes += bool(episode["success"][-1])
+                bar.set_postfix(episodes=written, success=f"{successes / written:.0%}")
+            bar.update(bar.total - bar.n)  # episodes that ended early leave the bar short
+    finally:
+        if written:
+            store.record_collection(
+                {**asdict(cfg), "steps": steps, "first_episode": first, "episodes_written": written}
+            )
+        size = store.size_on_disk()
+        store.close()
+        if created and not written:  # a store we made and never filled is not worth leaving behind
+            shutil.rmtree(out, ignore_errors=True)
+    elapsed = time.time() - started
+    summary = {
+        "store": str(out),
+        "env": cfg.env,
+        "episodes_written": written,
+        "episodes_total": first + written,
+        "frames_written": frames,
+        "final_success_rate": successes / max(written, 1),
+        "seconds": round(elapsed, 1),
+        "frames_per_second": round(frames / max(elapsed, 1e-9), 1),
+        "size_on_disk_mb": round(size / 2**20, 2),
+    }
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    print(json.dumps(summary, indent=2))
+    print(f"next: wm info {summary['store']}")

@@ -1,0 +1,34 @@
+"""Writing videos people can look at: tiled frame grids, upscaled with nearest-neighbour, saved as MP4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+
+def tile(frames: list[np.ndarray], cols: int, pad: int = 2) -> np.ndarray:
+    """Tile same-length clips `[(T, H, W, 3) uint8]` into one clip `(T, rows*(H+pad), cols*(W+pad), 3)`."""
+    t, h, w, _ = frames[0].shape
+    rows = -(-len(frames) // cols)
+    out = np.full((t, rows * (h + pad), cols * (w + pad), 3), 255, np.uint8)
+    for i, clip in enumerate(frames):
+        r, c = divmod(i, cols)
+        out[:, r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = clip
+    return out
+
+
+def upscale(clip: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of `(T, H, W, 3)` by an integer factor (keeps pixels crisp)."""
+    return clip.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def write_mp4(path, clip: np.ndarray, fps: int = 10) -> Path:
+    """Save `(T, H, W, 3)` uint8 as H.264 MP4 (dimensions padded to even sizes for the codec)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t, h, w, _ = clip.shape
+    clip = np.pad(clip, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=255)
+    imageio.mimwrite(path, list(clip), fps=fps, codec="libx264", quality=8, macro_block_size=1)
+    return path
