@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # must happen before `import mujoco`; CPU rendering through EGL
+os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per process; parallelism is per env
 
 import gymnasium as gym
 import mujoco
@@ -71,8 +72,21 @@ class MujocoImageEnv(gym.Env):
 
     @property
     def goal(self) -> np.ndarray:
-        """The current episode's goal state, `(state_dim,)` float64."""
+        """The current goal state, `(state_dim,)` float64; assignable (e.g. to chain goals mid-episode)."""
         return self._goal.copy()
+
+    @goal.setter
+    def goal(self, state) -> None:
+        self._goal = self._check_state(state, "goal")
+
+    def sample_goal(self, rng: np.random.Generator) -> np.ndarray:
+        """A random goal state drawn with `rng` instead of the env's own generator (the episode is untouched)."""
+        own = self.np_random
+        self.np_random = rng
+        try:
+            return self._sample_goal()
+        finally:
+            self.np_random = own
 
     def get_state(self) -> np.ndarray:
         """Full simulator state `(state_dim,)` float64: `[qpos, qvel, qacc_warmstart]`."""

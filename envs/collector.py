@@ -1,5 +1,9 @@
 """Vectorised data collection: run a policy in N parallel copies of an env and yield whole episodes.
 
+With the expert policy, goals are chained: once the expert has held a goal for a few steps it is given a new
+random one (the env's goal is updated, so the `goal`, `success` and `reward` columns always describe the goal
+being pursued). Episodes are then motion from end to end instead of a short approach and a long idle tail.
+
 Episode `i` is reset with its own seed and drives its own policy generator, both derived from
 `(seed, i)`, so the data does not depend on the number of workers and appending to a store continues the
 sequence instead of repeating it. Each yielded episode holds `steps + 1` frames, time-major:
@@ -63,7 +67,6 @@ def collect(
         expert = make_expert(env_id, local)
     has_goal = is_builtin(env_id)
     action_dim = local.action_space.shape[0]
-    local.close()
     vec = _make_vector_env(env_id, workers, image_size, steps)
     try:
         for batch_start in range(first_index, first_index + episodes, workers):
@@ -79,6 +82,8 @@ def collect(
                 frames["state"] = [info["state"]]
             if has_goal:
                 frames["goal"] = [info["goal"]]
+            held = np.zeros(workers, dtype=int)  # steps each env has spent at its current goal
+            hold_for = [int(r.integers(1, 6)) for r in rngs]
             actions, rewards = [], []
             lengths = np.full(workers, steps + 1)  # frames per episode; shorter if the env terminates early
             for t in range(1, steps + 1):
@@ -95,6 +100,15 @@ def collect(
                 for key in ("state", "goal"):
                     if key in frames:
                         frames[key].append(info[key])
+                if policy == "expert":
+                    held = np.where(info["success"], held + 1, 0)
+                    if np.any(held >= hold_for):
+                        goals = list(info["goal"])
+                        for k in np.flatnonzero(held >= hold_for):
+                            goals[k] = local.sample_goal(rngs[k])
+                            held[k], hold_for[k] = 0, int(rngs[k].integers(1, 6))
+                        vec.set_attr("goal", goals)
+                        info["goal"] = np.stack(goals)  # the goal pursued from here on
                 if on_step:
                     on_step(int(np.sum((lengths > t) & wanted)))
                 ended = (terminated | truncated) & (lengths == steps + 1)
@@ -113,3 +127,4 @@ def collect(
                 yield episode
     finally:
         vec.close()
+        local.close()

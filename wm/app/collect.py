@@ -41,6 +41,11 @@ class CollectConfig:
             raise WMError(f"--seed must be non-negative, got {self.seed}")
 
 
+def goals_reached_in(success: np.ndarray) -> int:
+    """Number of times an episode's `success (L,)` column switches on: goals reached (goals chain mid-episode)."""
+    return int(np.sum(np.diff(np.asarray(success, dtype=np.int8), prepend=0) == 1))
+
+
 def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
     """`(keys, spec)` of a store for `env_id`: per-frame shapes/dtypes and the env/observation/action spec."""
     from envs.registry import is_builtin, make_env
@@ -111,7 +116,7 @@ def run_collect(cfg: CollectConfig) -> dict:
     store = open_or_create(out, keys, spec)
     first = store.num_episodes
     started = time.time()
-    written, successes, frames = 0, 0, 0
+    written, goals_reached, frames = 0, 0, 0
     try:
         with tqdm(total=cfg.episodes * steps, unit="step", desc=f"collect {cfg.env}", smoothing=0.1) as bar:
             for episode in collect(
@@ -130,8 +135,8 @@ def run_collect(cfg: CollectConfig) -> dict:
                 store.append_episode(episode)
                 written += 1
                 frames += len(episode["rgb"])
-                successes += bool(episode["success"][-1])
-                bar.set_postfix(episodes=written, success=f"{successes / written:.0%}")
+                goals_reached += goals_reached_in(episode["success"])
+                bar.set_postfix(episodes=written, goals_per_episode=f"{goals_reached / written:.1f}")
             bar.update(bar.total - bar.n)  # episodes that ended early leave the bar short
     finally:
         if written:
@@ -149,7 +154,7 @@ def run_collect(cfg: CollectConfig) -> dict:
         "episodes_written": written,
         "episodes_total": first + written,
         "frames_written": frames,
-        "final_success_rate": successes / max(written, 1),
+        "goals_reached_per_episode": round(goals_reached / max(written, 1), 2),
         "seconds": round(elapsed, 1),
         "frames_per_second": round(frames / max(elapsed, 1e-9), 1),
         "size_on_disk_mb": round(size / 2**20, 2),

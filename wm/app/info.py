@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from wm.app.collect import goals_reached_in
 from wm.data.store import EpisodeStore
 from wm.errors import WMError  # noqa: F401  (raised by verify through store.read)
 
@@ -39,8 +40,12 @@ def summarize(path, check: bool = False) -> dict:
         success = store.read("success")
         ends = store.episode_ends
         summary["success_at_end"] = round(float(success[ends - 1].mean()), 3)
+        starts = np.r_[0, ends[:-1]]
         summary["success_any_time"] = round(
-            float(np.mean([success[s:e].any() for s, e in zip(np.r_[0, ends[:-1]], ends, strict=True)])), 3
+            float(np.mean([success[s:e].any() for s, e in zip(starts, ends, strict=True)])), 3
+        )
+        summary["goals_reached_per_episode"] = round(
+            float(np.mean([goals_reached_in(success[s:e]) for s, e in zip(starts, ends, strict=True)])), 2
         )
     if store.repaired_rows:
         summary["repaired"] = f"removed {store.repaired_rows} uncommitted trailing frames from an interrupted write"
@@ -71,7 +76,8 @@ def print_info(summary: dict) -> None:
     if "success_at_end" in summary:
         lines.append(
             f"success      {summary['success_at_end']:.1%} at episode end, "
-            f"{summary['success_any_time']:.1%} at any time"
+            f"{summary['success_any_time']:.1%} at any time, {summary['goals_reached_per_episode']} goals "
+            "reached per episode"
         )
     lines.append(f"size         {summary['size_on_disk_mb']} MB on disk")
     lines.append("keys         " + ", ".join(f"{k} {v['dtype']}{v['shape']}" for k, v in summary["keys"].items()))
