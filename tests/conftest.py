@@ -1,11 +1,15 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests are many tiny ops (and subprocesses): one thread each is fastest
 
 import numpy as np
 import pytest
+import torch
 
 from wm.data.store import EpisodeStore
+
+torch.set_num_threads(1)
 
 KEYS = {
     "rgb": {"shape": [8, 8, 3], "dtype": "uint8"},

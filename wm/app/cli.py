@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -60,6 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--check", action="store_true", help="decode every chunk to verify the data")
 
+    p = sub.add_parser("train", help="train a world model on an episode store")
+    p.add_argument("--data", required=True, help="episode store path")
+    p.add_argument("--model", required=True, choices=("jepa", "dino"), help="model family")
+    p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive_int, help="optimisation steps")
+    length.add_argument("--epochs", type=_positive_int, help="passes over the training windows")
+    p.add_argument("--encoder-weights", help="DINOv2 weights file (Meta .pth, HF model.safetensors or timm)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=1e-3 predictor.depth=4")
+
+    p = sub.add_parser("eval-model", help="open-loop prediction error vs copy-last on held-out episodes (JSON)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/model)")
+    p.add_argument("--data", required=True, help="episode store of the same env")
+    p.add_argument("--horizon", type=_positive_int, default=5, help="imagined steps (each frameskip env steps)")
+    p.add_argument("--windows", type=_positive_int, default=512, help="held-out windows to evaluate")
+
+    p = sub.add_parser("imagine", help="video of an episode: real frames | imagined frames")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--data", required=True, help="episode store")
+    p.add_argument("--episode", type=_seed, default=0, help="episode index")
+    p.add_argument("--out", required=True, help="output .mp4 file (must not exist)")
+
     p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
     p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
     p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
@@ -97,6 +120,22 @@ def _run(args: argparse.Namespace) -> None:
 
         summary = summarize(args.path, check=args.check)
         (dump_json if args.json else print_info)(summary)
+    elif args.command == "train":
+        from wm.app.train import run_train
+
+        summary = run_train(
+            args.data, args.model, args.out, args.steps, args.epochs, args.overrides, args.encoder_weights
+        )
+        print(json.dumps(summary, indent=2))
+        print(f"next: wm eval-model --checkpoint {summary['checkpoint']} --data {args.data}")
+    elif args.command == "eval-model":
+        from wm.app.eval_model import evaluate
+
+        print(json.dumps(evaluate(args.checkpoint, args.data, args.horizon, args.windows), indent=2))
+    elif args.command == "imagine":
+        from wm.app.imagine import imagine_episode
+
+        print(json.dumps(imagine_episode(args.checkpoint, args.data, args.episode, args.out), indent=2))
     elif args.command == "demo":
         from wm.app.demo import run_demo
 

@@ -234,11 +234,33 @@ class EpisodeStore:
         """`(N_episodes,)` frames per episode."""
         return np.diff(self._ends, prepend=0)
 
+    def has(self, key: str) -> bool:
+        """Whether `key` (a data key, or `features/<name>` for a feature cache) can be read."""
+        if key.startswith("features/"):
+            return key in self._group
+        return key in self.keys
+
     def array(self, key: str) -> zarr.Array:
-        """The raw zarr array `data/<key>` (may hold uncommitted rows while a writer is active)."""
-        if key not in self.keys:
+        """The raw zarr array `data/<key>` or `features/<name>` (may hold rows a writer has not committed)."""
+        if not self.has(key):
             raise WMError(f"{self.root} has no key {key!r}; it has {sorted(self.keys)}")
-        return self._group[f"data/{key}"]
+        return self._group[key if key.startswith("features/") else f"data/{key}"]
+
+    def feature_cache(self, name: str, shape: tuple[int, ...], attrs: dict) -> zarr.Array:
+        """The fp16 feature array `features/<name>` `(N_frames, *shape)`, created if absent (writers only)."""
+        self._require_writable()
+        key = f"features/{name}"
+        if key in self._group:
+            arr = self._group[key]
+            if tuple(arr.shape[1:]) != tuple(shape):
+                raise WMError(f"{self.root}: feature cache {name} has shape {arr.shape[1:]}, expected {shape}")
+            return arr
+        rows = default_chunk_rows(shape, "float16")
+        arr = self._group.require_group("features").create_array(
+            name, shape=(0, *shape), chunks=(rows, *shape), dtype="float16", fill_value=0
+        )
+        arr.attrs.update(_normalise({**attrs, "rows_done": 0}))
+        return arr
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows `[start, stop)` of `data/<key>`, limited to committed rows."""

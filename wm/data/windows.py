@@ -9,7 +9,7 @@ action.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,10 +64,13 @@ def normalization_stats(store: EpisodeStore, episodes: Sequence[int], keys=("act
 
 
 class WindowDataset(Dataset):
-    """Windows from the given episodes. Item: `{"rgb": (n, H, W, 3) uint8, "proprio": (n, P) float32,
-    "action": (n-1, frameskip*A) float32, "episode": int, "start": int}` as torch tensors (only the requested
-    `keys`; "action" is always included). `in_memory=True` loads the episodes once (fast random access);
-    False reads each window from zarr."""
+    """Windows from the given episodes, as torch tensors.
+
+    Item: `{"rgb": (n, H, W, 3) uint8, "proprio": (n, P) float32, "action": (n-1, frameskip*A) float32,
+    "episode": int, "start": int}` with only the requested `keys` (renamed by `rename`, e.g.
+    `{"features/<id>": "features"}`); "action" is always included. `in_memory=True` loads the episodes once
+    (fast random access); False reads each window from zarr.
+    """
 
     def __init__(
         self,
@@ -76,11 +79,13 @@ class WindowDataset(Dataset):
         config: WindowConfig = WindowConfig(),
         keys: Sequence[str] = ("rgb", "proprio"),
         in_memory: bool = True,
+        rename: Mapping[str, str] | None = None,
     ):
-        missing = [k for k in (*keys, "action") if k not in store.keys]
+        missing = [k for k in (*keys, "action") if not store.has(k)]
         if missing:
             raise WMError(f"{store.root} has no {missing}; it holds {sorted(store.keys)}")
         self.store, self.config, self.keys = store, config, tuple(keys)
+        self.rename = dict(rename or {})
         self.episodes = np.asarray(episodes, dtype=np.int64)
         bounds = np.array([store.episode_bounds(int(i)) for i in self.episodes], dtype=np.int64).reshape(-1, 2)
         counts = np.maximum(bounds[:, 1] - bounds[:, 0] - config.span + 1, 0)
@@ -117,7 +122,9 @@ class WindowDataset(Dataset):
         cfg = self.config
         item = {"episode": int(self.episodes[pos]), "start": t}
         for key in self.keys:
-            item[key] = torch.from_numpy(np.ascontiguousarray(self._rows(key, pos, t, t + cfg.span)[:: cfg.frameskip]))
+            item[self.rename.get(key, key)] = torch.from_numpy(
+                np.ascontiguousarray(self._rows(key, pos, t, t + cfg.span)[:: cfg.frameskip])
+            )
         actions = self._rows("action", pos, t, t + cfg.span - 1)  # ((n-1)*fs, A)
         item["action"] = torch.from_numpy(actions.reshape(cfg.num_frames - 1, -1).astype(np.float32))
         return item

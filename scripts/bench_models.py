@@ -1,0 +1,120 @@
+"""Benchmark the latent world models on this machine; prints one JSON object.
+
+- training samples/s of a DINO-WM model reading the fp16 feature cache vs encoding every batch with the frozen
+  DINOv2 (random ViT-S/14 weights: the cost is the same as with real ones), and of the JEPA default;
+- imagined transitions/s of `rollout` at 1 problem x 300 candidate sequences x horizon 5, with and without the
+  KV cache, for the JEPA default (1 token/frame) and the DINO model (patch tokens).
+
+Usage: python scripts/bench_models.py [--dino-image-size 112] [--steps 5] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import torch
+
+from envs.collector import collect
+from wm.app.collect import store_layout
+from wm.app.train import split_config
+from wm.data.features import ensure_feature_cache
+from wm.data.store import EpisodeStore
+from wm.data.windows import WindowConfig, WindowDataset, normalization_stats
+from wm.models.checkpoint import build_world_model
+
+
+def make_store(path: str) -> EpisodeStore:
+    keys, spec = store_layout("wm/PointMaze-v0", 64, 60)
+    with EpisodeStore.create(path, keys, spec) as store:
+        for episode in collect("wm/PointMaze-v0", 8, 60, policy="expert", seed=0, workers=1):
+            store.append_episode(episode)
+    return EpisodeStore.open(path)
+
+
+def build(kind: str, store: EpisodeStore, overrides: dict):
+    model_cfg, _, _ = split_config(kind, overrides)
+    model_cfg.normalization = normalization_stats(store, range(store.num_episodes))
+    return build_world_model(model_cfg.to_dict())
+
+
+def train_rate(model, ds: WindowDataset, steps: int, batch_size: int) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True)
+    it = iter(loader)
+    batch = next(it)
+    model(batch)[0].backward()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = model(next(it))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return round(steps * batch_size / (time.perf_counter() - t), 2)
+
+
+@torch.no_grad()
+def rollout_rate(model, samples: int = 300, horizon: int = 5, repeats: int = 3) -> dict:
+    model.eval()
+    spec = model.spec
+    z = torch.randn(1, spec["num_hist"], spec["tokens"], spec["latent_dim"])
+    past = torch.zeros(1, spec["num_hist"] - 1, spec["action_dim"])
+    actions = torch.rand(1, samples, horizon, spec["action_dim"]) * 2 - 1
+    out = {}
+    for cache in (True, False):
+        model.rollout(z, actions, past, use_cache=cache)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model.rollout(z, actions, past, use_cache=cache)
+        out["with_kv_cache" if cache else "without_kv_cache"] = round(
+            repeats * samples * horizon / (time.perf_counter() - t), 1
+        )
+    out["speedup"] = round(out["with_kv_cache"] / out["without_kv_cache"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dino-image-size", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = make_store(f"{tmp}/store")
+        window = WindowConfig(3, 1, 5)
+        dino = build("dino", store, {"encoder": {"weights": "random", "image_size": args.dino_image_size}})
+        store.close()
+        cache_key = ensure_feature_cache(f"{tmp}/store", dino.encoder)
+        store = EpisodeStore.open(f"{tmp}/store")
+        eps = range(store.num_episodes)
+        cached = WindowDataset(store, eps, window, ("proprio", cache_key), rename={cache_key: "features"})
+        uncached = WindowDataset(store, eps, window, ("rgb", "proprio"))
+        dino.decoder = None  # measure the world model itself; the decoder costs the same either way
+        result["dino_vits14"] = {
+            "image_size": args.dino_image_size,
+            "tokens_per_frame": dino.num_tokens,
+            "train_samples_per_s_feature_cache": train_rate(dino, cached, args.steps, args.batch_size),
+            "train_samples_per_s_encoding_every_batch": train_rate(dino, uncached, args.steps, args.batch_size),
+            "rollout_transitions_per_s_b300_h5": rollout_rate(dino),
+        }
+        cache_rate = result["dino_vits14"]["train_samples_per_s_feature_cache"]
+        result["dino_vits14"]["cache_speedup"] = round(
+            cache_rate / result["dino_vits14"]["train_samples_per_s_encoding_every_batch"], 2
+        )
+        jepa = build("jepa", store, {})
+        result["jepa_default"] = {
+            "params_millions": round(sum(p.numel() for p in jepa.parameters()) / 1e6, 2),
+            "train_samples_per_s": train_rate(jepa, uncached, args.steps, args.batch_size),
+            "rollout_transitions_per_s_b300_h5": rollout_rate(jepa),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

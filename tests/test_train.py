@@ -1,0 +1,148 @@
+"""World-model training: JEPA and DINO (random-weight ViT-S) train, checkpoints round-trip exactly, a killed
+run resumes at its step count, the feature cache matches live encoding, and DDP runs on CPU with gloo."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from envs.collector import collect
+from wm.app.cli import main
+from wm.app.collect import store_layout
+from wm.app.train import run_train
+from wm.data.store import EpisodeStore
+from wm.data.windows import WindowConfig, WindowDataset
+from wm.models.checkpoint import load_checkpoint
+
+TINY_COMMON = [
+    "predictor.dim=32",
+    "predictor.depth=1",
+    "predictor.heads=2",
+    "decoder_width=32",
+    "batch_size=4",
+    "frameskip=2",
+    "num_hist=2",
+    "val_every=5",
+    "log_every=1",
+    "warmup_steps=2",
+]
+TINY_JEPA = [
+    "encoder.width=32",
+    "encoder.depth=1",
+    "encoder.heads=2",
+    "encoder.out_dim=16",
+    "ckpt_every=5",
+    *TINY_COMMON,
+]
+TINY_DINO = ["encoder.weights=random", "encoder.image_size=28", *TINY_COMMON]
+
+
+@pytest.fixture(scope="module")
+def maze(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "maze"
+    keys, spec = store_layout("wm/PointMaze-v0", 32, 16)
+    with EpisodeStore.create(path, keys, spec) as store:
+        for ep in collect("wm/PointMaze-v0", 8, 16, policy="expert", seed=0, workers=1, image_size=32):
+            store.append_episode(ep)
+    return path
+
+
+def window_batch(path, model, n=4):
+    store = EpisodeStore.open(path)
+    spec = model.spec
+    ds = WindowDataset(store, [0, 1], WindowConfig(spec["num_hist"], 2, spec["frameskip"]))
+    items = [ds[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("rgb", "proprio", "action")}
+
+
+def test_jepa_trains_and_the_checkpoint_round_trips(maze, tmp_path):
+    summary = run_train(str(maze), "jepa", str(tmp_path / "run"), steps=8, overrides=TINY_JEPA)
+    assert summary["steps"] == 8 and "val_pred" in summary
+    model, config = load_checkpoint(tmp_path / "run" / "model")
+    again, _ = load_checkpoint(tmp_path / "run" / "model")
+    assert config["step"] == 8 and config["data"]["val_episodes"]
+    batch = window_batch(maze, model)
+    h = model.spec["num_hist"]
+    z = model.encode(batch)
+    out1 = model.rollout(z[:, :h], batch["action"][:, h - 1 :], batch["action"][:, : h - 1])
+    out2 = again.rollout(again.encode(batch)[:, :h], batch["action"][:, h - 1 :], batch["action"][:, : h - 1])
+    assert torch.equal(out1, out2)
+    assert (tmp_path / "run" / "train_log.jsonl").is_file()
+    assert not list((tmp_path / "run" / "model").glob("*.pkl"))
+
+
+def test_killed_training_resumes_at_its_step(maze, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "wm.app.cli", "train", "--data", str(maze), "--model", "jepa", "--out", str(out)]
+    cmd += ["--steps", "60", *TINY_JEPA]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_0000010")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
+    assert done, "no checkpoint was written before the kill"
+    killed_at = int(done[-1].split("_")[1])
+    assert killed_at < 60
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {out} from step {killed_at}" in result.stdout
+    summary = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    assert summary["steps"] == 60 and summary["resumed_from"] == killed_at
+
+
+def test_dino_random_weights_trains_from_the_feature_cache(maze, tmp_path):
+    summary = run_train(str(maze), "dino", str(tmp_path / "run"), steps=4, overrides=TINY_DINO)
+    assert summary["steps"] == 4
+    model, _ = load_checkpoint(tmp_path / "run" / "model")
+    store = EpisodeStore.open(maze)
+    cache_keys = [k for k in store._group["features"].array_keys()]
+    assert cache_keys == [model.encoder.encoder_id]
+    batch = window_batch(maze, model)
+    ds = WindowDataset(
+        store,
+        [0, 1],
+        WindowConfig(model.spec["num_hist"], 2, model.spec["frameskip"]),
+        keys=("rgb", "proprio", f"features/{cache_keys[0]}"),
+        rename={f"features/{cache_keys[0]}": "f"},
+    )
+    cached = torch.stack([ds[i]["f"] for i in range(4)]).float()
+    live = model.encode_visual(batch["rgb"])
+    torch.testing.assert_close(cached, live, atol=2e-2, rtol=2e-2)  # fp16 cache
+    h = model.spec["num_hist"]
+    a = batch["action"]
+    z_live = model.join(live, batch["proprio"])
+    z_cached = model.join(cached, batch["proprio"])
+    p_live = model.rollout(z_live[:, :h], a[:, h - 1 :], a[:, : h - 1])
+    p_cached = model.rollout(z_cached[:, :h], a[:, h - 1 :], a[:, : h - 1])
+    torch.testing.assert_close(p_cached, p_live, atol=5e-2, rtol=5e-2)
+
+
+def test_ddp_on_cpu_with_gloo(maze, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m"]
+    cmd += ["wm.app.cli", "train", "--data", str(maze), "--model", "jepa", "--out", str(out), "--steps", "4"]
+    result = subprocess.run([*cmd, *TINY_JEPA], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, config = load_checkpoint(out / "model")
+    assert config["step"] == 4
+
+
+def test_bad_train_settings_are_one_line_errors(maze, capsys, tmp_path):
+    out = str(tmp_path / "r")
+    for argv, match in [
+        (["train", "--data", str(maze), "--model", "jepa", "--out", out, "nonsense=1"], "unknown setting"),
+        (["train", "--data", str(maze), "--model", "jepa", "--out", out, "lr"], "key=value"),
+        (["train", "--data", str(tmp_path / "none"), "--model", "jepa", "--out", out], "no episode store"),
+        (["train", "--data", str(maze), "--model", "jepa", "--out", out, "--encoder-weights", "x.pth"], "dino"),
+    ]:
+        capsys.readouterr()
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err

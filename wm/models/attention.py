@@ -1,0 +1,113 @@
+"""Self-attention over frame tokens: rotary time embedding, a block-causal sliding window, a per-frame KV cache.
+
+Tokens come in frames of N; time is the frame index. Queries and keys are rotated by their frame index (RoPE), so a
+score depends only on the frame offset between query and key, never on absolute time: keys computed once stay
+valid as the window slides. A token of frame t attends to every token of frames t-num_hist+1 .. t in each layer.
+`FrameKVCache` keeps, per layer, the rotated keys/values of the last num_hist-1 frames of an autoregressive rollout;
+frames shared by all S samples of a problem are stored once at batch B and broadcast when the keys are assembled.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def rope_tables(frames: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(cos, sin)`, each `(L, head_dim)`, for tokens at frame indices `frames (L,)`.
+
+    Channel pairs `(i, i + head_dim/2)` rotate by angle `frame * base**(-i / (head_dim/2))`.
+    """
+    half = head_dim // 2
+    inv_freq = base ** (-torch.arange(half, device=frames.device, dtype=torch.float32) / half)
+    angles = frames.to(torch.float32)[:, None] * inv_freq  # (L, half)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x (..., L, head_dim)` by the tables `cos, sin (L, head_dim)` of `rope_tables`."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
+def window_mask(frames_q: torch.Tensor, frames_k: torch.Tensor, num_hist: int) -> torch.Tensor:
+    """Boolean `(Lq, Lk)`, True where a query token may attend a key token: `0 <= f_q - f_k < num_hist`."""
+    offset = frames_q[:, None] - frames_k[None, :]
+    return (offset >= 0) & (offset < num_hist)
+
+
+class FrameKVCache:
+    """Rotated keys/values of the last `num_hist - 1` frames, per layer, for B problems x S samples.
+
+    An entry is `(k, v)` for one frame, each `(B, heads, N, head_dim)` when shared by the S samples of a problem
+    (history frames, encoded once) or `(B*S, heads, N, head_dim)` when per sample. Rows of per-sample tensors are
+    problem-major (`b * S + s`). Shared entries are broadcast with `expand` and only materialised inside the single
+    `cat` that assembles a layer's keys for a step.
+    """
+
+    def __init__(self, depth: int, num_hist: int, tokens_per_frame: int, samples: int):
+        self.frames: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(depth)]
+        self.keep = num_hist - 1
+        self.tokens_per_frame = tokens_per_frame
+        self.samples = samples
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values of the cached frames followed by the new ones, then cache the new frames (evicting old ones).
+
+        `k, v (b, heads, T*N, head_dim)` for T new frames, with b = B (shared) or B*S. Returns `(b', heads, L,
+        head_dim)` with b' = B*S when any part is per sample. New frames must fit the window with the cached ones.
+        """
+        past = self.frames[layer]
+        if past:
+            k_all = self._broadcast_cat([e[0] for e in past] + [k])
+            v_all = self._broadcast_cat([e[1] for e in past] + [v])
+        else:
+            k_all, v_all = k, v
+        n = self.tokens_per_frame
+        past.extend(zip(k.split(n, dim=2), v.split(n, dim=2), strict=True))
+        del past[: max(len(past) - self.keep, 0)]
+        return k_all, v_all
+
+    def _broadcast_cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate `(B or B*S, heads, L_i, head_dim)` parts along tokens -> `(B*S, heads, sum L_i, head_dim)`."""
+        problems = min(p.shape[0] for p in parts)
+        batch = max(p.shape[0] for p in parts)
+        groups = [p.view(problems, p.shape[0] // problems, *p.shape[1:]) for p in parts]  # (B, 1 or S, h, L_i, d)
+        groups = [g.expand(problems, batch // problems, *g.shape[2:]) for g in groups]
+        return torch.cat(groups, dim=3).flatten(0, 1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with RoPE over frame indices, via `scaled_dot_product_attention`."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: FrameKVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        """`x (b, L, dim)` -> `(b, L, dim)`.
+
+        `cos, sin (L, head_dim)` from `rope_tables`; `mask (L, L')` boolean (None = attend to every key); with a
+        `cache`, the keys are the cached frames of `layer` followed by these L tokens (L' = cached + L tokens).
+        """
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))

@@ -1,0 +1,128 @@
+"""Checkpoints that never unpickle: safetensors weights + a JSON config (model, data spec, normalisation, training).
+
+A checkpoint is a directory:
+  model.safetensors      the model's state dict
+  config.json            {"format": 1, "model": {...}, "data": {...}, "train": {...}, "step": int, ...}
+  optimizer.safetensors  (training checkpoints only) optimizer moments + RNG states, with its JSON side in config
+`config.json` is written last and each directory is written under a temporary name and renamed into place, so a
+crash never leaves a half-written checkpoint where a loader would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from wm.errors import WMError
+
+FORMAT = 1
+
+
+def build_world_model(model_cfg: dict) -> torch.nn.Module:
+    """Instantiate the world model a config describes (the `"kind"` field picks the family)."""
+    kind = model_cfg.get("kind")
+    if kind in ("jepa", "dino"):
+        from wm.models.latent_world_model import LatentWMConfig, LatentWorldModel
+
+        return LatentWorldModel(LatentWMConfig(**model_cfg))
+    raise WMError(f"checkpoint model kind {kind!r} is unknown to this wm-engine; upgrade or check the checkpoint")
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimizer state dict into flat tensors (for safetensors) and a JSON-able remainder."""
+    sd = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, state in sd["state"].items():
+        meta["state"][str(idx)] = {}
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{idx}.{name}"] = value.contiguous()
+                meta["state"][str(idx)][name] = "tensor"
+            else:
+                meta["state"][str(idx)][name] = value
+    return tensors, meta
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state = {}
+    for idx, entries in meta["state"].items():
+        state[int(idx)] = {
+            name: tensors[f"state.{idx}.{name}"] if value == "tensor" else value for name, value in entries.items()
+        }
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(path, model: torch.nn.Module, config: dict, optimizer=None, rng: bool = False) -> Path:
+    """Write a checkpoint directory atomically (tmp dir + rename). `config` must be JSON-serialisable."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    config = {"format": FORMAT, **config}
+    if optimizer is not None:
+        tensors, meta = _optimizer_tensors(optimizer)
+        if rng:
+            tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        config["optimizer"] = meta
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
+    return path
+
+
+def read_config(path) -> dict:
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise WMError(f"{path} is not a wm checkpoint (no config.json); pass a directory written by `wm train`")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise WMError(f"{cfg_file} is not valid JSON ({e.msg}); the checkpoint is damaged") from None
+    if config.get("format", 0) > FORMAT:
+        raise WMError(f"{path} was written by a newer wm-engine (format {config['format']}); upgrade")
+    return config
+
+
+def load_checkpoint(path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """`(model in eval mode, config)` from a checkpoint directory. Never unpickles."""
+    path = Path(path)
+    config = read_config(path)
+    model = build_world_model(config["model"])
+    try:
+        state = load_file(str(path / "model.safetensors"), device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise WMError(f"cannot read {path / 'model.safetensors'} ({e}); the checkpoint is damaged") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WMError(
+            f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "the checkpoint is damaged or from another version"
+        )
+    return model.eval(), config
+
+
+def load_training_state(path, model: torch.nn.Module, optimizer) -> dict:
+    """Restore model, optimizer and RNG state from a training checkpoint; returns its config (with "step")."""
+    path = Path(path)
+    config = read_config(path)
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    _restore_optimizer(optimizer, tensors, config["optimizer"])
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return config

@@ -1,0 +1,187 @@
+"""The latent world model: an encoder, a block-causal predictor, and (for looking only) a decoder.
+
+Two recipes share everything but the encoder:
+  "dino"  frozen DINOv2 patch tokens (DINO-WM); training reads them from the feature cache when present.
+  "jepa"  a pixel encoder trained end to end with the predictor under SIGReg (LeWM); the offline default.
+
+Latents `z (B, T, N, D)`: N tokens per frame, each the visual token (Dv) concatenated with a learned embedding of
+proprioception (Dp, tiled over the N tokens), as in DINO-WM. Actions are the env's actions stacked over
+`frameskip`: `(..., frameskip * A)`, raw (the model normalises them with statistics of its training data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.errors import WMError
+from wm.models.decoder import LatentDecoder
+from wm.models.pixel_encoder import PixelEncoder, PixelEncoderConfig
+from wm.models.predictor import BlockCausalPredictor, PredictorConfig
+from wm.models.sigreg import sigreg
+
+
+@dataclass
+class LatentWMConfig:
+    kind: str = "jepa"  # "jepa" | "dino"
+    image_size: int = 64  # stored frame size
+    num_hist: int = 3
+    num_pred: int = 1
+    frameskip: int = 5
+    action_dim: int = 2  # env action dims (before stacking)
+    proprio_dim: int = 4
+    proprio_emb_dim: int = 10  # 0 disables proprio conditioning
+    encoder: dict = field(default_factory=dict)  # PixelEncoderConfig fields (jepa) / DinoV2Encoder kwargs (dino)
+    predictor: dict = field(default_factory=dict)  # PredictorConfig overrides (dim, depth, heads, conditioning...)
+    sigreg_weight: float = 0.1
+    sigreg_proj: int = 256
+    rollout_weight: float = 0.0  # weight of the multi-step loss over the num_pred frames
+    decoder: bool = True
+    decoder_width: int = 96
+    normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stats(norm: dict, key: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    entry = norm.get(key)
+    if entry is None:
+        return torch.zeros(dim), torch.ones(dim)
+    return torch.tensor(entry["mean"], dtype=torch.float32), torch.tensor(entry["std"], dtype=torch.float32)
+
+
+class LatentWorldModel(nn.Module):
+    """World-model contract: `encode(obs) -> z`, `rollout(z_hist, actions) -> z_future`, `decode(z) -> rgb`."""
+
+    def __init__(self, cfg: LatentWMConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.kind == "jepa":
+            self.encoder = PixelEncoder(PixelEncoderConfig(**{"image_size": cfg.image_size, **cfg.encoder}))
+        elif cfg.kind == "dino":
+            from wm.models.dinov2 import DinoV2Encoder
+
+            self.encoder = DinoV2Encoder(**cfg.encoder)
+        else:
+            raise WMError(f"unknown latent model kind {cfg.kind!r}; use 'jepa' or 'dino'")
+        self.num_tokens, self.visual_dim = self.encoder.num_tokens, self.encoder.dim
+        self.proprio_proj = nn.Linear(cfg.proprio_dim, cfg.proprio_emb_dim) if cfg.proprio_emb_dim else None
+        self.latent_dim = self.visual_dim + cfg.proprio_emb_dim
+        pred_cfg = PredictorConfig(
+            latent_dim=self.latent_dim,
+            tokens_per_frame=self.num_tokens,
+            action_dim=cfg.frameskip * cfg.action_dim,
+            num_hist=cfg.num_hist,
+            **cfg.predictor,
+        )
+        self.predictor = BlockCausalPredictor(pred_cfg)
+        self.decoder = (
+            LatentDecoder(self.visual_dim, self.num_tokens, cfg.image_size, cfg.decoder_width) if cfg.decoder else None
+        )
+        a_mean, a_std = _stats(cfg.normalization, "action", cfg.action_dim)
+        p_mean, p_std = _stats(cfg.normalization, "proprio", cfg.proprio_dim)
+        self.register_buffer("action_mean", a_mean.repeat(cfg.frameskip))
+        self.register_buffer("action_std", a_std.repeat(cfg.frameskip))
+        self.register_buffer("proprio_mean", p_mean)
+        self.register_buffer("proprio_std", p_std)
+
+    # ---------------------------------------------------------------------------------- contract
+    @property
+    def spec(self) -> dict:
+        """What planners and controllers need to know about this model."""
+        c = self.cfg
+        return {
+            "kind": c.kind,
+            "action_dim": c.frameskip * c.action_dim,
+            "env_action_dim": c.action_dim,
+            "frameskip": c.frameskip,
+            "num_hist": c.num_hist,
+            "image_size": c.image_size,
+            "tokens": self.num_tokens,
+            "latent_dim": self.latent_dim,
+            "visual_dim": self.visual_dim,
+            "proprio_dim": c.proprio_dim if self.proprio_proj is not None else 0,
+        }
+
+    def encode_visual(self, rgb: torch.Tensor) -> torch.Tensor:
+        """`rgb (B, T, H, W, 3)` uint8 -> visual tokens `(B, T, N, Dv)`."""
+        b, t = rgb.shape[:2]
+        images = rgb.reshape(b * t, *rgb.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
+        return self.encoder(images).reshape(b, t, self.num_tokens, self.visual_dim)
+
+    def embed_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
+        """`proprio (B, T, P)` -> `(B, T, N, Dp)` (normalised, embedded, tiled over tokens)."""
+        p = self.proprio_proj((proprio.float() - self.proprio_mean) / self.proprio_std)
+        return p.unsqueeze(2).expand(-1, -1, self.num_tokens, -1)
+
+    def join(self, visual: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+        """Visual tokens `(B, T, N, Dv)` + proprio `(B, T, P)` -> latents `(B, T, N, D)`."""
+        if self.proprio_proj is None:
+            return visual
+        if proprio is None:
+            raise WMError("this world model was trained with proprioception; pass obs['proprio']")
+        return torch.cat([visual, self.embed_proprio(proprio)], dim=-1)
+
+    def encode(self, obs: dict) -> torch.Tensor:
+        """`{"rgb": (B, T, H, W, 3) uint8, "proprio": (B, T, P)}` -> `z (B, T, N, D)`."""
+        return self.join(self.encode_visual(obs["rgb"]), obs.get("proprio"))
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return (actions - self.action_mean) / self.action_std
+
+    def rollout(self, z_hist, actions, past_actions=None, use_cache: bool = True) -> torch.Tensor:
+        """`z_hist (B, T, N, D)`, `actions (B, [S,] H, frameskip*A)` raw, `past_actions (B, T-1, frameskip*A)`
+        -> imagined latents `(B, [S,] H, N, D)`. Differentiable w.r.t. `actions`."""
+        past = None if past_actions is None else self.normalize_actions(past_actions)
+        return self.predictor.rollout(z_hist, self.normalize_actions(actions), past, use_cache=use_cache)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents `(..., N, D)` -> images `(..., H, W, 3)` float in [0, 1] (visual part only)."""
+        if self.decoder is None:
+            raise WMError("this checkpoint has no decoder; retrain with decoder=true to look at imagined frames")
+        lead = z.shape[:-2]
+        images = self.decoder(z[..., : self.visual_dim].reshape(-1, self.num_tokens, self.visual_dim))
+        return images.permute(0, 2, 3, 1).reshape(*lead, *images.shape[-2:], 3)
+
+    # -------------------------------------------------------------------------------- training
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Training loss on a window batch: `rgb (B, n, H, W, 3)` or cached `features (B, n, N, Dv)`,
+        `proprio (B, n, P)`, `action (B, n-1, frameskip*A)`. Returns `(loss, metrics)`."""
+        if "features" in batch:
+            visual = batch["features"].float()
+        else:
+            visual = self.encode_visual(batch["rgb"])
+        z = self.join(visual, batch.get("proprio"))
+        target = z[:, 1:]
+        if self.cfg.kind == "dino" or self.proprio_proj is not None:
+            # frozen features: nothing to learn in the target; proprio targets are detached as in DINO-WM
+            target = torch.cat([target[..., : self.visual_dim], target[..., self.visual_dim :].detach()], dim=-1)
+            if self.cfg.kind == "dino":
+                target = target.detach()
+        actions = self.normalize_actions(batch["action"].float())
+        pred = self.predictor(z[:, :-1], actions)
+        loss_pred = F.mse_loss(pred, target)
+        loss = loss_pred
+        metrics = {"pred": loss_pred.detach(), "copy_last": F.mse_loss(z[:, :-1], z[:, 1:]).detach()}
+        if self.cfg.kind == "jepa" and self.cfg.sigreg_weight > 0:
+            reg = sigreg(visual.reshape(-1, self.visual_dim), num_proj=self.cfg.sigreg_proj)
+            loss = loss + self.cfg.sigreg_weight * reg
+            metrics["sigreg"] = reg.detach()
+        h = self.cfg.num_hist
+        if self.cfg.rollout_weight > 0 and z.shape[1] > h:
+            future = self.predictor.rollout(z[:, :h], actions[:, h - 1 :], actions[:, : h - 1])
+            loss_roll = F.mse_loss(future, target[:, h - 1 :])
+            loss = loss + self.cfg.rollout_weight * loss_roll
+            metrics["rollout"] = loss_roll.detach()
+        if self.decoder is not None and "rgb" in batch:
+            real = batch["rgb"].float() / 255.0
+            recon = self.decode(visual.detach())
+            loss_dec = F.mse_loss(recon, real)
+            loss = loss + loss_dec
+            metrics["decoder"] = loss_dec.detach()
+        metrics["loss"] = loss.detach()
+        return loss, metrics

@@ -1,0 +1,240 @@
+"""One training loop for every world model: AdamW, warmup + cosine, gradient clipping, progress bar, periodic
+validation, crash-safe checkpoints with exact resume, bf16 autocast and torch.compile switches, DDP via torchrun.
+
+The model is any `nn.Module` whose `forward(batch) -> (loss, metrics)`. Batches come from a map-style dataset
+through `StepSampler`, whose order is a pure function of (seed, step), so a resumed run sees the same batches it
+would have seen without the crash.
+
+Run directory layout: `out/checkpoints/step_XXXXXXX/` (training checkpoints, the last `keep` kept),
+`out/model/` (the final checkpoint, what `--checkpoint` takes), `out/train_log.jsonl` (one line per log event).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from wm.errors import WMError
+from wm.models.checkpoint import load_training_state, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 5e-4
+    encoder_lr: float | None = None  # None: same as lr (only trainable encoders have parameters here)
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    val_every: int = 250
+    val_batches: int = 10
+    ckpt_every: int = 250
+    keep: int = 2
+    log_every: int = 25
+    seed: int = 0
+    num_workers: int = 0
+    bf16: bool = False
+    compile: bool = False
+    time_limit_s: float | None = None  # stop early (and checkpoint) after this much wall time
+
+
+class StepSampler(Sampler):
+    """Indices for steps `[start_step, total_steps)` x `batch_size`, shuffled per epoch with seed + epoch.
+
+    With `world_size > 1` each rank takes its stride of every batch (DDP sharding with identical step counts).
+    """
+
+    def __init__(self, n: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0, rank=0, world=1):
+        self.n, self.batch_size, self.total, self.seed = n, batch_size, total_steps, seed
+        self.start, self.rank, self.world = start_step, rank, world
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self):
+        global_batch = self.batch_size * self.world
+        pos = self.start * global_batch
+        epoch, offset = divmod(pos, self.n)
+        order = self._epoch_order(epoch)
+        for _ in range(self.start, self.total):
+            batch = []
+            while len(batch) < global_batch:
+                take = order[offset : offset + global_batch - len(batch)]
+                batch.extend(take.tolist())
+                offset += len(take)
+                if offset >= self.n:
+                    epoch, offset = epoch + 1, 0
+                    order = self._epoch_order(epoch)
+            yield from batch[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.batch_size
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0.05 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete training checkpoint under `out/checkpoints`, if any."""
+    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
+    return ckpts[-1] if ckpts else None
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """`Trainer(model, train_ds, val_ds, cfg, out, run_config).fit()`; `run_config` (model/data spec, JSON) is
+    stored in every checkpoint so that a checkpoint alone can rebuild the model and knows its data."""
+
+    def __init__(self, model, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, out, run_config: dict):
+        self.cfg, self.out, self.run_config = cfg, Path(out), run_config
+        self.rank, self.world = _distributed()
+        self.device = (
+            torch.device("cuda", self.rank % torch.cuda.device_count()) if torch.cuda.is_available() else "cpu"
+        )
+        torch.manual_seed(cfg.seed)
+        self.model = model.to(self.device)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        enc = {id(p) for p in getattr(self.model, "encoder", torch.nn.Module()).parameters()}
+        groups = [{"params": [p for p in params if id(p) not in enc], "lr": cfg.lr}]
+        enc_params = [p for p in params if id(p) in enc]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": cfg.encoder_lr or cfg.lr})
+        self.base_lrs = [g["lr"] for g in groups]
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.forward = self.model
+        if self.world > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def resume(self) -> bool:
+        """Load the latest training checkpoint in `out`, if there is one. Returns whether it did."""
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is None:
+            return False
+        config = load_training_state(ckpt, self.model, self.optimizer)
+        if config.get("model") != self.run_config.get("model"):
+            raise WMError(f"{self.out} holds a run with another model config; pass a new --out or the same settings")
+        self.step = int(config["step"])
+        return True
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.out / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _save(self, final: bool = False) -> None:
+        if not self.is_main:
+            return
+        config = {**self.run_config, "train": asdict(self.cfg), "step": self.step}
+        path = self.out / "checkpoints" / f"step_{self.step:07d}"
+        save_checkpoint(path, self.model, config, optimizer=self.optimizer, rng=True)
+        for old in sorted((self.out / "checkpoints").glob("step_*"))[: -self.cfg.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        if final:
+            save_checkpoint(self.out / "model", self.model, config)
+
+    def _loader(self, ds: Dataset, steps: int, start: int, seed: int) -> DataLoader:
+        sampler = StepSampler(len(ds), self.cfg.batch_size, steps, seed, start, self.rank, self.world)
+        return DataLoader(
+            ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers, drop_last=True
+        )
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        if self.val_ds is None or len(self.val_ds) == 0:
+            return {}
+        self.model.eval()
+        totals: dict[str, float] = {}
+        loader = self._loader(self.val_ds, self.cfg.val_batches, 0, seed=12345)
+        for batch in loader:
+            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                _, metrics = self.model(_to_device(batch, self.device))
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / self.cfg.val_batches
+        self.model.train()
+        return {f"val_{k}": v for k, v in totals.items()}
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed_from = self.step
+        self.model.train()
+        loader = self._loader(self.train_ds, cfg.steps, self.step, cfg.seed)
+        started = time.time()
+        last_val: dict = {}
+        device_type = torch.device(self.device).type
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.is_main)
+        for batch in loader:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * lr_factor(self.step, cfg.warmup_steps, cfg.steps)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, metrics = self.forward(_to_device(batch, self.device))
+            if not torch.isfinite(loss):
+                raise WMError(f"training diverged at step {self.step} (loss {float(loss)}); lower lr or check data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                record = {k: round(float(v), 5) for k, v in metrics.items()}
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "pred", "copy_last")})
+                self._log({"step": self.step, "grad_norm": float(grad_norm), **record})
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                last_val = self.validate()
+                self._log({"step": self.step, **last_val})
+            out_of_time = cfg.time_limit_s is not None and time.time() - started > cfg.time_limit_s
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+                self._save(final=self.step == cfg.steps or out_of_time)
+            if out_of_time:
+                break
+        bar.close()
+        elapsed = time.time() - started
+        summary = {
+            "steps": self.step,
+            "resumed_from": resumed_from,
+            "seconds": round(elapsed, 1),
+            "samples_per_second": round(
+                (self.step - resumed_from) * cfg.batch_size * self.world / max(elapsed, 1e-9), 1
+            ),
+            **{k: round(v, 5) for k, v in last_val.items()},
+            "checkpoint": str(self.out / "model"),
+        }
+        self._log({"summary": summary})
+        return summary
