@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,29 @@ def test_bad_train_settings_are_one_line_errors(maze, capsys, tmp_path):
         assert main(argv) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
+
+
+def test_eval_model_and_imagine(maze, tmp_path, capsys):
+    run_train(str(maze), "jepa", str(tmp_path / "run"), steps=4, overrides=TINY_JEPA)
+    ckpt = str(tmp_path / "run" / "model")
+    capsys.readouterr()
+    assert main(["eval-model", "--checkpoint", ckpt, "--data", str(maze), "--horizon", "3", "--windows", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["horizon_steps"] == [1, 2, 3] and result["held_out"].startswith("validation episodes")
+    assert len(result["latent_mse"]["model"]) == 3 and len(result["pixel_psnr_db"]["model"]) == 3
+    video = tmp_path / "imagined.mp4"
+    assert main(["imagine", "--checkpoint", ckpt, "--data", str(maze), "--episode", "1", "--out", str(video)]) == 0
+    assert video.stat().st_size > 1000
+    size = video.stat().st_size
+    capsys.readouterr()
+    assert main(["imagine", "--checkpoint", ckpt, "--data", str(maze), "--episode", "1", "--out", str(video)]) != 0
+    assert "already exists" in capsys.readouterr().err and video.stat().st_size == size
+    assert main(["eval-model", "--checkpoint", str(tmp_path), "--data", str(maze)]) != 0
+    assert "not a wm checkpoint" in capsys.readouterr().err
+
+
+def test_bf16_autocast_switch_trains_on_cpu(maze, tmp_path):
+    summary = run_train(str(maze), "jepa", str(tmp_path / "bf16"), steps=3, overrides=[*TINY_JEPA, "bf16=true"])
+    assert summary["steps"] == 3 and np.isfinite(summary["val_pred"])
+    _, config = load_checkpoint(tmp_path / "bf16" / "model")
+    assert config["train"]["bf16"] is True

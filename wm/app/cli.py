@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
     p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
     p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
-    p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to collect")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="episodes to collect")
+    p.add_argument("--train-minutes", type=float, default=4.0, help="time box for training the world model")
     p.add_argument("--seed", type=_seed, default=0)
     return parser
 
@@ -139,7 +140,9 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         from wm.app.demo import run_demo
 
-        run_demo(env_id=args.env, out=args.out, episodes=args.episodes, seed=args.seed)
+        if not 0 < args.train_minutes <= 600:
+            raise WMError(f"--train-minutes must be in (0, 600], got {args.train_minutes}")
+        run_demo(args.env, args.out, args.episodes, args.seed, args.train_minutes)
 
 
 def main(argv: list[str] | None = None) -> int:

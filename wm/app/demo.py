@@ -1,7 +1,9 @@
 """`wm demo`: the main job end to end on a built-in env, offline, on a CPU, ending with where the results are.
 
-Today the pipeline is: collect expert episodes -> summarise the store -> write a video of real episodes. Each
-stage prints what it did; the run folder carries the config (`demo.json`) next to every artefact.
+Pipeline today: collect noisy-expert episodes -> train a JEPA world model (time-boxed) -> evaluate its open-loop
+predictions on held-out episodes against copy-last -> write a video of real vs imagined frames. Planning joins
+when the planners land. Each stage prints what it did; `demo.json` (the config) and `report.json` sit next to
+every artefact in a fresh run folder.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import time
 from pathlib import Path
 
 from wm.app.collect import CollectConfig, run_collect
+from wm.app.eval_model import evaluate
+from wm.app.imagine import imagine_episode
 from wm.app.info import print_info, summarize
-from wm.data.store import EpisodeStore
+from wm.app.train import run_train
 from wm.errors import WMError
-from wm.video import tile, upscale, write_mp4
 
 
 def new_run_dir(parent) -> Path:
@@ -33,30 +36,49 @@ def new_run_dir(parent) -> Path:
     raise WMError(f"too many runs started this second in {parent}; try again")
 
 
-def run_demo(env_id: str = "wm/PointMaze-v0", out="runs/demo", episodes: int = 60, seed: int = 0) -> Path:
+def run_demo(
+    env_id: str = "wm/PointMaze-v0", out="runs/demo", episodes: int = 100, seed: int = 0, train_minutes: float = 4.0
+) -> Path:
     from envs.registry import is_builtin
 
     if not is_builtin(env_id):
         raise WMError(f"`wm demo` runs on the built-in envs; {env_id!r} is not one (see `wm envs`)")
     started = time.time()
     run = new_run_dir(out)
-    cfg = CollectConfig(env=env_id, episodes=episodes, out=str(run / "data"), seed=seed)
-    (run / "demo.json").write_text(json.dumps({"collect": cfg.__dict__}, indent=2))
-    print(f"[1/3] collecting {episodes} noisy-expert episodes of {env_id}")
-    collected = run_collect(cfg)
-    print("[2/3] the episode store")
+    collect_cfg = CollectConfig(env=env_id, episodes=episodes, out=str(run / "data"), seed=seed)
+    train_overrides = [f"time_limit_s={train_minutes * 60:.0f}", f"seed={seed}"]
+    config = {"collect": collect_cfg.__dict__, "train": {"model": "jepa", "steps": 5000, "overrides": train_overrides}}
+    (run / "demo.json").write_text(json.dumps(config, indent=2))
+
+    print(f"[1/4] collecting {episodes} noisy-expert episodes of {env_id}")
+    collected = run_collect(collect_cfg)
     print_info(summarize(run / "data"))
-    print("[3/3] video of the first episodes")
-    with EpisodeStore.open(run / "data") as store:
-        clips = [store.episode(i, ["rgb"])["rgb"] for i in range(min(4, store.num_episodes))]
-    length = min(len(c) for c in clips)
-    video = write_mp4(run / "episodes.mp4", upscale(tile([c[:length] for c in clips], cols=2), 3))
+
+    print(f"[2/4] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
+    trained = run_train(str(run / "data"), "jepa", str(run / "model"), steps=5000, overrides=train_overrides)
+
+    print("[3/4] open-loop predictions on held-out episodes vs copy-last-frame")
+    evaluation = evaluate(run / "model" / "model", run / "data", horizon=5, max_windows=256)
+    (run / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    model_err, copy_err = evaluation["latent_mse"]["model"], evaluation["latent_mse"]["copy_last"]
+    for k, (m, c) in enumerate(zip(model_err, copy_err, strict=True), start=1):
+        print(f"  horizon {k}: model {m:.4f}  copy-last {c:.4f}  {'better' if m < c else 'WORSE'}")
+
+    print("[4/4] video: real frames | imagined frames")
+    val_episode = json.loads((run / "model" / "model" / "config.json").read_text())["data"]["val_episodes"][0]
+    video = imagine_episode(run / "model" / "model", run / "data", val_episode, run / "imagined.mp4")
+
     report = {
         "env": env_id,
         "collect": collected,
-        "video": str(video),
+        "train": trained,
+        "eval": {k: evaluation[k] for k in ("latent_mse", "beats_copy_last_every_step", "windows", "held_out")},
+        "video": video["video"],
         "seconds": round(time.time() - started, 1),
     }
     (run / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"done in {report['seconds']} s: report {run / 'report.json'}, video {video}, data {run / 'data'}")
+    print(
+        f"done in {report['seconds']} s: report {run / 'report.json'}, video {video['video']}, "
+        f"checkpoint {run / 'model' / 'model'}, data {run / 'data'}"
+    )
     return run

@@ -24,7 +24,7 @@ DATA_FIELDS = {"val_fraction": 0.1, "split_seed": 0}
 # CPU-sized defaults per model family (DINO-WM / LeWM shapes, scaled down for 64 px and 2 cores)
 MODEL_DEFAULTS = {
     "jepa": {
-        "encoder": {"arch": "vit", "patch_size": 8, "width": 128, "depth": 4, "heads": 4, "out_dim": 64},
+        "encoder": {"arch": "vit", "patch_size": 16, "width": 96, "depth": 3, "heads": 4, "out_dim": 64},
         "predictor": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0, "conditioning": "adaln"},
     },
     "dino": {

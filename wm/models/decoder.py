@@ -38,8 +38,8 @@ class LatentDecoder(nn.Module):
             size = grid
         ups, ch = [], width
         while size * 2 <= image_size:
-            ups.append(_up(ch, max(ch // 2, 32)))
-            ch, size = max(ch // 2, 32), size * 2
+            ups.append(_up(ch, max(ch // 2, 16)))
+            ch, size = max(ch // 2, 16), size * 2
         self.ups = nn.Sequential(*ups)
         self.head = nn.Conv2d(ch, 3, 3, padding=1)
 

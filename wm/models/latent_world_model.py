@@ -40,7 +40,8 @@ class LatentWMConfig:
     sigreg_proj: int = 256
     rollout_weight: float = 0.0  # weight of the multi-step loss over the num_pred frames
     decoder: bool = True
-    decoder_width: int = 96
+    decoder_width: int = 64
+    decoder_batch: int = 8  # frames per step the decoder trains on (it is for looking; keep it cheap)
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
 
     def to_dict(self) -> dict:
@@ -178,9 +179,10 @@ class LatentWorldModel(nn.Module):
             loss = loss + self.cfg.rollout_weight * loss_roll
             metrics["rollout"] = loss_roll.detach()
         if self.decoder is not None and "rgb" in batch:
-            real = batch["rgb"].float() / 255.0
-            recon = self.decode(visual.detach())
-            loss_dec = F.mse_loss(recon, real)
+            frames = batch["rgb"].flatten(0, 1)  # (B*n, H, W, 3)
+            pick = torch.randperm(len(frames), device=frames.device)[: self.cfg.decoder_batch]
+            recon = self.decode(visual.detach().flatten(0, 1)[pick])
+            loss_dec = F.mse_loss(recon, frames[pick].float() / 255.0)
             loss = loss + loss_dec
             metrics["decoder"] = loss_dec.detach()
         metrics["loss"] = loss.detach()
