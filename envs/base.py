@@ -153,13 +153,17 @@ class MujocoImageEnv(gym.Env):
         self._renderer.update_scene(self.data, camera=self.camera)
         return self._renderer.render().copy()
 
-    def render_state(self, state) -> np.ndarray:
-        """Render `state` without disturbing the running episode (e.g. to make a goal image)."""
+    def observe_state(self, state) -> dict:
+        """The observation `{"rgb", "proprio"}` at `state`, without disturbing the running episode (goal images)."""
         saved = self.get_state()
         self.set_state(state)
-        frame = self.render()
+        obs = self._obs()
         self.set_state(saved)
-        return frame
+        return obs
+
+    def render_state(self, state) -> np.ndarray:
+        """Render `state` without disturbing the running episode."""
+        return self.observe_state(state)["rgb"]
 
     def close(self):
         if self._renderer is not None:

@@ -83,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episode", type=_seed, default=0, help="episode index")
     p.add_argument("--out", required=True, help="output .mp4 file (must not exist)")
 
+    p = sub.add_parser("plan", help="MPC from goal images with a world model; success judged by the env")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--env", required=True, help="built-in env id the checkpoint was trained on")
+    p.add_argument("--episodes", type=_positive_int, default=50, help="goals to reach (planned in one batch)")
+    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
+    p.add_argument("--goal-source", default="dataset", choices=("dataset", "random"))
+    p.add_argument("--budget", type=_positive_int, default=50, help="env steps per episode")
+    p.add_argument("--goal-offset", type=_positive_int, default=25, help="env steps from start to goal (dataset)")
+    p.add_argument("--data", help="store with held-out episodes for dataset goals (default: the training store)")
+    p.add_argument("--out", default=None, help="results directory (default runs/plan/<timestamp>)")
+    p.add_argument("--samples", type=_positive_int, default=300)
+    p.add_argument("--iterations", type=_positive_int, default=30)
+    p.add_argument("--horizon", type=_positive_int, default=5, help="planning horizon in world-model steps")
+    p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
+    p.add_argument("--proprio-weight", type=float, default=0.0, help="weight of the proprio term in the objective")
+    p.add_argument("--seed", type=_seed, default=0)
+
     p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
     p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
     p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
@@ -137,6 +154,32 @@ def _run(args: argparse.Namespace) -> None:
         from wm.app.imagine import imagine_episode
 
         print(json.dumps(imagine_episode(args.checkpoint, args.data, args.episode, args.out), indent=2))
+    elif args.command == "plan":
+        from wm.app.demo import new_run_dir
+        from wm.app.plan import PlanConfig, run_plan
+
+        out = args.out or str(new_run_dir("runs/plan"))
+        cfg = PlanConfig(
+            checkpoint=args.checkpoint,
+            env=args.env,
+            episodes=args.episodes,
+            planner=args.planner,
+            goal_source=args.goal_source,
+            budget=args.budget,
+            goal_offset=args.goal_offset,
+            data=args.data,
+            out=out,
+            seed=args.seed,
+            samples=args.samples,
+            iterations=args.iterations,
+            horizon=args.horizon,
+            replan_every=args.replan_every,
+            proprio_weight=args.proprio_weight,
+        )
+        results = run_plan(cfg)
+        summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}
+        print(json.dumps({**summary, "replan_latency_s": results["replan_latency_s"]}, indent=2))
+        print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
     elif args.command == "demo":
         from wm.app.demo import run_demo
 

@@ -1,9 +1,9 @@
 """`wm demo`: the main job end to end on a built-in env, offline, on a CPU, ending with where the results are.
 
-Pipeline today: collect noisy-expert episodes -> train a JEPA world model (time-boxed) -> evaluate its open-loop
-predictions on held-out episodes against copy-last -> write a video of real vs imagined frames. Planning joins
-when the planners land. Each stage prints what it did; `demo.json` (the config) and `report.json` sit next to
-every artefact in a fresh run folder.
+Pipeline: collect noisy-expert episodes -> train a JEPA world model (time-boxed) -> evaluate its open-loop
+predictions on held-out episodes against copy-last -> video of real vs imagined frames -> MPC with CEM from goal
+images of held-out episodes, success judged by the env after a fixed budget. Each stage prints what it did;
+`demo.json` (the config) and `report.json` sit next to every artefact in a fresh run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from wm.app.collect import CollectConfig, run_collect
 from wm.app.eval_model import evaluate
 from wm.app.imagine import imagine_episode
 from wm.app.info import print_info, summarize
+from wm.app.plan import PlanConfig, run_plan
 from wm.app.train import run_train
 from wm.errors import WMError
 
@@ -37,7 +38,12 @@ def new_run_dir(parent) -> Path:
 
 
 def run_demo(
-    env_id: str = "wm/PointMaze-v0", out="runs/demo", episodes: int = 100, seed: int = 0, train_minutes: float = 4.0
+    env_id: str = "wm/PointMaze-v0",
+    out="runs/demo",
+    episodes: int = 100,
+    seed: int = 0,
+    train_minutes: float = 4.0,
+    plan_goals: int = 20,
 ) -> Path:
     from envs.registry import is_builtin
 
@@ -50,23 +56,39 @@ def run_demo(
     config = {"collect": collect_cfg.__dict__, "train": {"model": "jepa", "steps": 5000, "overrides": train_overrides}}
     (run / "demo.json").write_text(json.dumps(config, indent=2))
 
-    print(f"[1/4] collecting {episodes} noisy-expert episodes of {env_id}")
+    print(f"[1/5] collecting {episodes} noisy-expert episodes of {env_id}")
     collected = run_collect(collect_cfg)
     print_info(summarize(run / "data"))
 
-    print(f"[2/4] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
+    print(f"[2/5] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
     trained = run_train(str(run / "data"), "jepa", str(run / "model"), steps=5000, overrides=train_overrides)
 
-    print("[3/4] open-loop predictions on held-out episodes vs copy-last-frame")
+    print("[3/5] open-loop predictions on held-out episodes vs copy-last-frame")
     evaluation = evaluate(run / "model" / "model", run / "data", horizon=5, max_windows=256)
     (run / "eval.json").write_text(json.dumps(evaluation, indent=2))
     model_err, copy_err = evaluation["latent_mse"]["model"], evaluation["latent_mse"]["copy_last"]
     for k, (m, c) in enumerate(zip(model_err, copy_err, strict=True), start=1):
         print(f"  horizon {k}: model {m:.4f}  copy-last {c:.4f}  {'better' if m < c else 'WORSE'}")
 
-    print("[4/4] video: real frames | imagined frames")
+    print("[4/5] video: real frames | imagined frames")
     val_episode = json.loads((run / "model" / "model" / "config.json").read_text())["data"]["val_episodes"][0]
     video = imagine_episode(run / "model" / "model", run / "data", val_episode, run / "imagined.mp4")
+
+    print(f"[5/5] MPC with CEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, 50-step budget)")
+    plan_cfg = PlanConfig(
+        checkpoint=str(run / "model" / "model"),
+        env=env_id,
+        episodes=plan_goals,
+        out=str(run / "plan"),
+        seed=seed,
+        iterations=10,
+    )
+    planned = run_plan(plan_cfg)
+    lo, hi = planned["success_95ci"]
+    print(
+        f"  success {planned['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%}), replan p50 "
+        f"{planned['replan_latency_s']['p50']:.2f} s for {plan_goals} problems at once"
+    )
 
     report = {
         "env": env_id,
@@ -74,11 +96,12 @@ def run_demo(
         "train": trained,
         "eval": {k: evaluation[k] for k in ("latent_mse", "beats_copy_last_every_step", "windows", "held_out")},
         "video": video["video"],
+        "plan": {k: planned[k] for k in ("success_rate", "success_95ci", "final_distance", "replan_latency_s")},
         "seconds": round(time.time() - started, 1),
     }
     (run / "report.json").write_text(json.dumps(report, indent=2))
     print(
-        f"done in {report['seconds']} s: report {run / 'report.json'}, video {video['video']}, "
-        f"checkpoint {run / 'model' / 'model'}, data {run / 'data'}"
+        f"done in {report['seconds']} s: success {planned['success_rate']:.0%}; report {run / 'report.json'}, "
+        f"videos {video['video']} and {run / 'plan'}/episode_*.mp4, checkpoint {run / 'model' / 'model'}"
     )
     return run

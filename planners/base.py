@@ -1,0 +1,144 @@
+"""The planner contract and the machinery every planner shares.
+
+Shapes: B problems x S samples x H horizon x A action dims.
+- `cost_fn(actions (B, S, H, A)) -> costs (B, S)`: lower is better, evaluated on the planner's device.
+- `plan(cost_fn, batch_size, init=None) -> (B, H, A)`: the best sequence found per problem, inside `[low, high]`.
+  `init (B, H, A)` is a warm start (usually the previous solution after `shift`); it is always evaluated, so a plan
+  is never worse than its warm start.
+- After a plan, `last_costs (B,)` holds the returned sequences' costs and `last_cost_history (iterations, B)` the
+  best cost so far after each iteration; both stay on the device (no host sync).
+
+Planners are dataclasses (their fields are their JSON config); `PLANNERS` maps names to classes and
+`make_planner(name, **fields)` builds one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from wm.errors import WMError
+
+CostFn = Callable[[Tensor], Tensor]  # (B, S, H, A) -> (B, S)
+Bound = float | Sequence[float] | Tensor  # a scalar for every action dim, or one value per dim (A,)
+
+
+class Planner(Protocol):
+    horizon: int
+    action_dim: int
+
+    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:  # (B, H, A)
+        ...
+
+    def shift(self, solution: Tensor) -> Tensor:  # (B, H, A) -> (B, H, A)
+        ...
+
+
+@dataclass(eq=False)
+class PlannerBase:
+    """Fields common to every planner: horizon H, action dims A, bounds `low`/`high`, device and seed."""
+
+    horizon: int
+    action_dim: int
+    low: Bound = -1.0
+    high: Bound = 1.0
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.action_dim < 1:
+            raise WMError(f"planner horizon={self.horizon}, action_dim={self.action_dim}: both must be >= 1")
+        try:
+            bounds = [torch.as_tensor(b, dtype=torch.float32, device=self.device) for b in (self.low, self.high)]
+            self.lower, self.upper = (b.broadcast_to((self.action_dim,)).clone() for b in bounds)  # (A,) each
+        except RuntimeError as exc:
+            raise WMError(f"planner bounds must be scalars or have {self.action_dim} values: pass low/high") from exc
+        if not bool((self.lower < self.upper).all()):
+            raise WMError(f"planner bounds low={self.low} high={self.high}: need low < high in every action dim")
+        self.generator = torch.Generator(self.device).manual_seed(self.seed)
+        self.last_costs: Tensor | None = None  # (B,)
+        self.last_cost_history: Tensor | None = None  # (iterations, B)
+
+    @property
+    def half_range(self) -> Tensor:
+        """(A,) half the width of the bounds: the unit of every relative std in the planners."""
+        return (self.upper - self.lower) / 2
+
+    def clip(self, actions: Tensor) -> Tensor:
+        """Clamp `(..., A)` actions into `[low, high]`."""
+        return actions.clamp(self.lower, self.upper)
+
+    def shift(self, solution: Tensor) -> Tensor:
+        """Warm start for the next MPC step: drop the executed first step, repeat the last. (B, H, A) -> (B, H, A)."""
+        return torch.cat([solution[:, 1:], solution[:, -1:]], dim=1)
+
+    def start(self, batch_size: int, init: Tensor | None) -> Tensor:
+        """(B, H, A) starting sequences: the clipped warm start, or the midpoint of the bounds."""
+        if init is None:
+            mid = (self.lower + self.upper) / 2
+            return mid.expand(batch_size, self.horizon, self.action_dim).clone()
+        if tuple(init.shape) != (batch_size, self.horizon, self.action_dim):
+            expected = (batch_size, self.horizon, self.action_dim)
+            raise WMError(f"warm start has shape {tuple(init.shape)}, expected (B, H, A) = {expected}: pass init=None")
+        return self.clip(init.detach().to(self.device, torch.float32))
+
+    def evaluate(self, cost_fn: CostFn, actions: Tensor) -> Tensor:
+        """Costs (B, S) of `actions (B, S, H, A)`; NaN counts as +inf so a broken sample never wins."""
+        costs = cost_fn(actions)
+        if costs.shape != actions.shape[:2]:
+            raise WMError(f"cost_fn returned shape {tuple(costs.shape)} for actions {tuple(actions.shape)}: "
+                          "it must map (B, S, H, A) actions to (B, S) costs")  # fmt: skip
+        return costs.nan_to_num(nan=torch.inf, posinf=torch.inf)
+
+    def finish(self, best: Tensor, best_costs: Tensor, history: list[Tensor]) -> Tensor:
+        """Record the diagnostics of a plan and return its solution (B, H, A)."""
+        self.last_costs, self.last_cost_history = best_costs, torch.stack(history)
+        return best
+
+
+def select(actions: Tensor, costs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k cheapest samples per problem, cheapest first: (B, S, H, A), (B, S) -> (B, k, H, A), (B, k)."""
+    top, index = costs.topk(k, dim=1, largest=False)
+    return actions.gather(1, index[:, :, None, None].expand(-1, -1, *actions.shape[2:])), top
+
+
+def keep_best(best: Tensor, best_costs: Tensor, actions: Tensor, costs: Tensor) -> tuple[Tensor, Tensor]:
+    """Update the best-ever (B, H, A) sequences and (B,) costs with a new population (B, S, H, A), (B, S)."""
+    cheapest, cost = select(actions, costs, 1)
+    better = cost[:, 0] < best_costs
+    return torch.where(better[:, None, None], cheapest[:, 0], best), torch.where(better, cost[:, 0], best_costs)
+
+
+@functools.cache
+def _registry() -> dict[str, type]:
+    # imported here: the planner modules import this one
+    from planners.cem import CEM
+    from planners.cmaes import CMAES
+    from planners.gradient import GradientPlanner
+    from planners.icem import ICEM
+    from planners.mppi import MPPI
+
+    return {"cem": CEM, "icem": ICEM, "mppi": MPPI, "cmaes": CMAES, "gradient": GradientPlanner}
+
+
+def __getattr__(name: str) -> dict[str, type]:
+    """`PLANNERS`, the name -> class registry, built on first access (PEP 562)."""
+    if name == "PLANNERS":
+        return _registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_planner(name: str, **fields) -> Planner:
+    """Build the planner called `name` ("cem", "icem", "mppi", "cmaes", "gradient") from its dataclass fields."""
+    registry = _registry()
+    if name not in registry:
+        raise WMError(f"unknown planner {name!r}: choose one of {', '.join(registry)}")
+    try:
+        return registry[name](**fields)
+    except TypeError as exc:
+        raise WMError(f"planner {name!r}: {exc}; see the fields of {registry[name].__name__}") from exc
