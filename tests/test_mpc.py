@@ -39,7 +39,7 @@ def test_objectives_compose_and_pick_the_right_frames():
 def test_mpc_reaches_the_goal_from_observations_only():
     model = ToyModel()
     planner = make_planner("cem", horizon=3, action_dim=4, samples=200, elites=20, iterations=8, seed=0)
-    controller = MPCController(model, planner, goal_objective(visual_dim=2), hold_in_block=False)
+    controller = MPCController(model, planner, goal_objective(visual_dim=2))
     goal = torch.tensor([[0.5, -0.3], [-0.4, 0.2]])
     controller.reset({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": goal})
     pos = torch.zeros(2, 2)
@@ -53,3 +53,14 @@ def test_mpc_reaches_the_goal_from_observations_only():
     assert len(controller.latencies) == 10  # one replan per block of frameskip=2 steps
     # from the second replan on, the model sees the block actually executed as its past action
     np.testing.assert_allclose(model.past_seen[-1][:, -1].numpy(), torch.cat(executed[-4:-2], dim=1).numpy())
+
+
+def test_held_block_actions_repeat_each_planned_action_over_the_block():
+    model = ToyModel(frameskip=3)
+    planner = make_planner("cem", horizon=2, action_dim=2, samples=100, elites=10, iterations=5, seed=0)
+    controller = MPCController(model, planner, goal_objective(visual_dim=2), hold_in_block=True)
+    controller.reset({"rgb": torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "proprio": torch.tensor([[0.3, 0.3]])})
+    obs = {"rgb": torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "proprio": torch.zeros(1, 2)}
+    block = [controller.act(obs) for _ in range(3)]
+    assert torch.equal(block[0], block[1]) and torch.equal(block[1], block[2])
+    assert (block[0] > 0).all()  # toward the goal

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="store with held-out episodes for dataset goals (default: the training store)")
     p.add_argument("--out", default=None, help="results directory (default runs/plan/<timestamp>)")
     p.add_argument("--samples", type=_positive_int, default=300)
-    p.add_argument("--iterations", type=_positive_int, default=30)
+    p.add_argument("--iterations", type=_positive_int, default=10)
+    p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
     p.add_argument("--horizon", type=_positive_int, default=5, help="planning horizon in world-model steps")
     p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
     p.add_argument("--proprio-weight", type=float, default=0.0, help="weight of the proprio term in the objective")
@@ -175,6 +176,7 @@ def _run(args: argparse.Namespace) -> None:
             horizon=args.horizon,
             replan_every=args.replan_every,
             proprio_weight=args.proprio_weight,
+            hold_in_block=args.hold_in_block,
         )
         results = run_plan(cfg)
         summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}

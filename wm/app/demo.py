@@ -81,7 +81,6 @@ def run_demo(
         episodes=plan_goals,
         out=str(run / "plan"),
         seed=seed,
-        iterations=10,
     )
     planned = run_plan(plan_cfg)
     lo, hi = planned["success_95ci"]

@@ -38,8 +38,8 @@ class PlanConfig:
     out: str = "runs/plan"
     seed: int = 0
     samples: int = 300
-    iterations: int = 30
-    hold_in_block: bool = True  # one env action per world-model block (see planners.mpc)
+    iterations: int = 10  # DINO-WM's count for PointMaze and Wall
+    hold_in_block: bool = False  # one env action per world-model block (see planners.mpc)
     elites: int = 30
     horizon: int = 5
     replan_every: int = 1
