@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 
 from wm.errors import WMError
@@ -156,10 +157,9 @@ def _run(args: argparse.Namespace) -> None:
 
         print(json.dumps(imagine_episode(args.checkpoint, args.data, args.episode, args.out), indent=2))
     elif args.command == "plan":
-        from wm.app.demo import new_run_dir
         from wm.app.plan import PlanConfig, run_plan
 
-        out = args.out or str(new_run_dir("runs/plan"))
+        out = args.out or f"runs/plan/{time.strftime('%Y%m%d-%H%M%S')}"  # run_plan refuses a non-empty folder
         cfg = PlanConfig(
             checkpoint=args.checkpoint,
             env=args.env,

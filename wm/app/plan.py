@@ -197,10 +197,11 @@ def write_media(out: Path, real, imagined, goals, success, latencies) -> None:
     from wm.video import upscale, write_mp4
 
     real = np.stack(real, axis=1)  # (n, T, H, W, 3)
+    imagined = np.stack(imagined, axis=1) if imagined else None  # (n, T, H, W, 3)
     for i in range(len(goals)):
         columns = [real[i]]
-        if imagined:
-            columns.append(np.stack(imagined, axis=1)[i])
+        if imagined is not None:
+            columns.append(imagined[i])
         columns.append(np.repeat(goals[i][None], len(real[i]), axis=0))
         gap = np.full((*real[i].shape[:2], 2, 3), 255, np.uint8)
         clip = np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=2)
