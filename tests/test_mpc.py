@@ -64,3 +64,21 @@ def test_held_block_actions_repeat_each_planned_action_over_the_block():
     block = [controller.act(obs) for _ in range(3)]
     assert torch.equal(block[0], block[1]) and torch.equal(block[1], block[2])
     assert (block[0] > 0).all()  # toward the goal
+
+
+def test_wm_plan_cli_writes_results_and_refuses_bad_settings_without_leaving_files(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from wm.app.cli import main
+
+    ckpt = str(Path(__file__).parent.parent / "checkpoints" / "jepa-wall")
+    base = ["plan", "--checkpoint", ckpt, "--env", "wm/Wall-v0", "--episodes", "2", "--goal-source", "random"]
+    assert main([*base, "--samples", "20", "--out", str(tmp_path / "bad")]) != 0
+    assert "elites" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    out = tmp_path / "ok"
+    argv = [*base, "--budget", "6", "--samples", "20", "--elites", "5", "--iterations", "2", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes"] == 2 and results["config"]["elites"] == 5 and results["replan_latency_s"]["n"] == 2
+    assert (out / "episode_0.mp4").is_file() and (out / "summary.png").is_file()

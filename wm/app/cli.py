@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,13 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _seed = _int_at_least(0)
+
+
+def _config_from_args(cls, args: argparse.Namespace, **overrides):
+    """A config dataclass filled from the flags of the same name (argparse turns `--image-size` into
+    `image_size`); fields without a flag keep their defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results directory (default runs/plan/<timestamp>)")
     p.add_argument("--samples", type=_positive_int, default=300)
     p.add_argument("--iterations", type=_positive_int, default=10)
+    p.add_argument("--elites", type=_positive_int, default=30, help="CEM/iCEM elites (at most --samples)")
     p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
     p.add_argument("--horizon", type=_positive_int, default=5, help="planning horizon in world-model steps")
     p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
@@ -124,16 +133,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "collect":
         from wm.app.collect import CollectConfig, print_summary, run_collect
 
-        cfg = CollectConfig(
-            env=args.env,
-            episodes=args.episodes,
-            out=args.out,
-            policy=args.policy,
-            seed=args.seed,
-            workers=args.workers,
-            steps=args.steps,
-            image_size=args.image_size,
-        )
+        cfg = _config_from_args(CollectConfig, args)
         print_summary(run_collect(cfg))
     elif args.command == "info":
         from wm.app.info import dump_json, print_info, summarize
@@ -160,24 +160,7 @@ def _run(args: argparse.Namespace) -> None:
         from wm.app.plan import PlanConfig, run_plan
 
         out = args.out or f"runs/plan/{time.strftime('%Y%m%d-%H%M%S')}"  # run_plan refuses a non-empty folder
-        cfg = PlanConfig(
-            checkpoint=args.checkpoint,
-            env=args.env,
-            episodes=args.episodes,
-            planner=args.planner,
-            goal_source=args.goal_source,
-            budget=args.budget,
-            goal_offset=args.goal_offset,
-            data=args.data,
-            out=out,
-            seed=args.seed,
-            samples=args.samples,
-            iterations=args.iterations,
-            horizon=args.horizon,
-            replan_every=args.replan_every,
-            proprio_weight=args.proprio_weight,
-            hold_in_block=args.hold_in_block,
-        )
+        cfg = _config_from_args(PlanConfig, args, out=out)
         results = run_plan(cfg)
         summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}
         print(json.dumps({**summary, "replan_latency_s": results["replan_latency_s"]}, indent=2))

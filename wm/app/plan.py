@@ -117,7 +117,6 @@ def run_plan(cfg: PlanConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         raise WMError(f"{out} already holds results; pass a new --out directory")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     spec = model.spec
     image_size = spec["image_size"]
@@ -140,6 +139,7 @@ def run_plan(cfg: PlanConfig) -> dict:
     planner = make_planner(cfg.planner, **planner_kwargs)
     objective = goal_objective(spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=cfg.proprio_weight)
     controller = MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block)
+    out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
     stack = lambda key, items: np.stack([o[key] for o in items])  # noqa: E731
     controller.reset(
         {
