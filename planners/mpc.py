@@ -13,6 +13,9 @@ With `hold_in_block=True` the planner searches one env action per block, held fo
 the search space shrinks from H*frameskip*A to H*A dimensions. Open-loop, this lets CEM find plans as good as the
 expert's; in closed loop on PointMaze with a model trained on expert-only data it did worse (10% vs 36% success),
 because held saturated actions exploit the model's ignorance of walls. Off by default.
+
+With `bf16=True` the world model's rollouts and the objective run under bfloat16 autocast (costs come back in fp32);
+on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ class MPCController:
     """Batched over B problems. `reset(goal_obs)`, then `act(obs) -> (B, A)` env actions every env step."""
 
     def __init__(
-        self, model, planner, objective: Objective, replan_every: int = 1, hold_in_block: bool = False, device="cpu"
+        self,
+        model,
+        planner,
+        objective: Objective,
+        replan_every: int = 1,
+        hold_in_block: bool = False,
+        device="cpu",
+        bf16: bool = False,
     ):
         spec = model.spec
         self.hold_in_block = hold_in_block
@@ -37,6 +47,7 @@ class MPCController:
         self.env_action_dim = spec["env_action_dim"]
         self.replan_every = max(1, min(replan_every, planner.horizon))
         self.device = device
+        self.bf16 = bf16
         self.latencies: list[float] = []  # seconds per replan
         self.last_plan_latents: torch.Tensor | None = None  # (B, H, N, D) imagined under the chosen plan
 
@@ -64,10 +75,14 @@ class MPCController:
 
     def _cost_fn(self, z_hist: torch.Tensor, past: torch.Tensor | None):
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (B, S, H, A) -> (B, S)
-            rollout = self.model.rollout(z_hist, self.to_blocks(actions), past_actions=past)
-            return self.objective(rollout, self.z_goal)
+            with self._autocast():
+                rollout = self.model.rollout(z_hist, self.to_blocks(actions), past_actions=past)
+                return self.objective(rollout, self.z_goal).float()
 
         return cost
+
+    def _autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _replan(self) -> None:
         z_hist = torch.stack(self.history[-self.num_hist :], dim=1)  # (B, T, N, D)
@@ -76,8 +91,8 @@ class MPCController:
             past = torch.stack(self.past_blocks[-(z_hist.shape[1] - 1) :], dim=1)  # (B, T-1, fs*A)
         started = time.perf_counter()
         plan = self.planner.plan(self._cost_fn(z_hist, past), batch_size=z_hist.shape[0], init=self.warm)
-        with torch.no_grad():
-            self.last_plan_latents = self.model.rollout(z_hist, self.to_blocks(plan), past_actions=past)
+        with torch.no_grad(), self._autocast():
+            self.last_plan_latents = self.model.rollout(z_hist, self.to_blocks(plan), past_actions=past).float()
         self.latencies.append(time.perf_counter() - started)  # the rollout above syncs any device work
         blocks = self.to_blocks(plan[:, : self.replan_every].detach())  # (B, k, fs*A)
         env_actions = blocks.reshape(blocks.shape[0], -1, self.env_action_dim)  # (B, k*fs, A)

@@ -82,3 +82,28 @@ def test_wm_plan_cli_writes_results_and_refuses_bad_settings_without_leaving_fil
     results = json.loads((out / "results.json").read_text())
     assert results["episodes"] == 2 and results["config"]["elites"] == 5 and results["replan_latency_s"]["n"] == 2
     assert (out / "episode_0.mp4").is_file() and (out / "summary.png").is_file()
+
+
+def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
+    from pathlib import Path
+
+    from envs.registry import make_env
+    from wm.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(Path(__file__).parent.parent / "checkpoints" / "jepa-pointmaze")
+    env = make_env("wm/PointMaze-v0", 64).unwrapped
+    obs, _ = env.reset(seed=0)
+    goal = env.observe_state(env.sample_goal(np.random.default_rng(0)))
+    batch = lambda o: {k: torch.as_tensor(o[k])[None] for k in ("rgb", "proprio")}  # noqa: E731
+    actions = torch.rand(1, 64, 5, model.spec["action_dim"], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    costs = {}
+    for bf16 in (False, True):
+        planner = make_planner("cem", horizon=5, action_dim=model.spec["action_dim"], samples=8, elites=2)
+        controller = MPCController(model, planner, goal_objective(model.spec["visual_dim"]), bf16=bf16)
+        controller.reset(batch(goal))
+        z = controller._encode(batch(obs))
+        costs[bf16] = controller._cost_fn(z, None)(actions)[0]
+    assert costs[True].dtype == torch.float32
+    rank = lambda c: c.argsort().argsort().float()  # noqa: E731
+    assert torch.corrcoef(torch.stack([rank(costs[False]), rank(costs[True])]))[0, 1] > 0.9
+    assert not torch.equal(costs[False], costs[True])  # bf16 really ran

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a world model on an episode store")
     p.add_argument("--data", required=True, help="episode store path")
-    p.add_argument("--model", required=True, choices=("jepa", "dino"), help="model family")
+    p.add_argument("--model", required=True, choices=("jepa", "dino", "diffusion"), help="model family")
     p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_positive_int, help="optimisation steps")
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-weights", help="DINOv2 weights file (Meta .pth, HF model.safetensors or timm)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=1e-3 predictor.depth=4")
 
-    p = sub.add_parser("eval-model", help="open-loop prediction error vs copy-last on held-out episodes (JSON)")
+    p = sub.add_parser("eval-model", help="open-loop error, PSNR and SSIM vs copy-last on held-out episodes (JSON)")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/model)")
     p.add_argument("--data", required=True, help="episode store of the same env")
     p.add_argument("--horizon", type=_positive_int, default=5, help="imagined steps (each frameskip env steps)")
@@ -108,13 +108,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
     p.add_argument("--horizon", type=_positive_int, default=5, help="planning horizon in world-model steps")
     p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
-    p.add_argument("--proprio-weight", type=float, default=0.0, help="weight of the proprio term in the objective")
+    p.add_argument("--proprio-weight", type=float, default=2.0, help="weight of the proprio term in the objective")
+    p.add_argument(
+        "--objective-mode",
+        default="weighted",
+        choices=("last", "all", "weighted"),
+        help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
+    )
+    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    p.add_argument("--seed", type=_seed, default=0)
+
+    p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP)")
+    robot_sub = p.add_subparsers(dest="robot_command", metavar="ACTION", parser_class=_Parser, required=True)
+    p = robot_sub.add_parser("serve", help="serve a built-in env as a robot behind the safety guard")
+    p.add_argument("--env", required=True, help="built-in env id (see `wm envs`)")
+    p.add_argument("--port", type=_seed, default=5555, help="TCP port (0: any free port, printed at start)")
+    p.add_argument("--token", default="", help="shared secret clients must send (or set WM_ROBOT_TOKEN)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="square image size in pixels")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--watchdog", type=float, default=1.0, help="seconds without a new action before holding")
+    p.add_argument("--max-delta", type=float, default=None, help="max change of an action dim per step")
+    p.add_argument("--max-rate", type=float, default=None, help="max actions per second")
+    p.add_argument("--workspace-low", default=None, help="comma-separated lower bounds on proprio[:k]")
+    p.add_argument("--workspace-high", default=None, help="comma-separated upper bounds on proprio[:k]")
+    p.add_argument("--stop-file", default=None, help="e-stop when this file appears")
+    p.add_argument("--estop-key", action="store_true", help="e-stop on `s` + Enter on stdin")
+
+    p = sub.add_parser("validate", help="run a controller on a robot over TCP and record every episode")
+    p.add_argument("--robot", required=True, help="robot server address tcp://HOST:PORT")
+    p.add_argument("--token", default="", help="the server's shared secret (or set WM_ROBOT_TOKEN)")
+    p.add_argument("--controller", required=True, choices=("mpc", "random"))
+    p.add_argument("--checkpoint", help="world model checkpoint (needed for mpc and the latent judge)")
+    p.add_argument("--episodes", required=True, type=_positive_int)
+    p.add_argument("--out", required=True, help="new directory for the store, results.json and the plot")
+    p.add_argument("--budget", type=_positive_int, default=None, help="control steps per episode")
+    p.add_argument("--goals", help=".npz of goal rgb (G, H, W, 3), proprio (G, P) [, start, goal states]")
+    p.add_argument("--goal-store", help="store whose held-out episodes give the goals (default: the checkpoint's)")
+    p.add_argument("--goal-offset", type=_positive_int, default=25, help="steps from start to goal (goal store)")
+    p.add_argument("--judge", choices=("latent", "operator"), help="default: latent with a checkpoint")
+    p.add_argument("--threshold", type=float, default=1.0, help="latent judge: success below this distance")
+    p.add_argument("--hz", type=float, default=None, help="control rate (default: the robot's)")
+    p.add_argument("--async-plan", action="store_true", help="plan the next chunk while the current one runs")
+    p.add_argument("--chunk", type=_positive_int, default=5, help="random controller: actions per chunk")
+    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
+    p.add_argument("--samples", type=_positive_int, default=300)
+    p.add_argument("--iterations", type=_positive_int, default=10)
+    p.add_argument("--elites", type=_positive_int, default=30)
+    p.add_argument("--horizon", type=_positive_int, default=5)
+    p.add_argument("--replan-every", type=_positive_int, default=1)
+    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds per robot request before retrying")
     p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
     p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
     p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
-    p.add_argument("--episodes", type=_positive_int, default=100, help="episodes to collect")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="noisy-expert episodes to collect")
+    p.add_argument("--random-episodes", type=_int_at_least(0), default=50, help="random-action episodes to collect")
     p.add_argument("--train-minutes", type=float, default=4.0, help="time box for training the world model")
     p.add_argument("--seed", type=_seed, default=0)
     return parser
@@ -165,12 +216,21 @@ def _run(args: argparse.Namespace) -> None:
         summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}
         print(json.dumps({**summary, "replan_latency_s": results["replan_latency_s"]}, indent=2))
         print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
+    elif args.command == "robot":
+        from wm.app.robot import ServeConfig, run_serve
+
+        run_serve(_config_from_args(ServeConfig, args))
+    elif args.command == "validate":
+        from wm.app.validate import ValidateConfig, print_summary, run_validate
+
+        cfg = _config_from_args(ValidateConfig, args, token=args.token or os.environ.get("WM_ROBOT_TOKEN", ""))
+        print_summary(run_validate(cfg))
     elif args.command == "demo":
         from wm.app.demo import run_demo
 
         if not 0 < args.train_minutes <= 600:
             raise WMError(f"--train-minutes must be in (0, 600], got {args.train_minutes}")
-        run_demo(args.env, args.out, args.episodes, args.seed, args.train_minutes)
+        run_demo(args.env, args.out, args.episodes, args.random_episodes, args.seed, args.train_minutes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,9 @@ class PlanConfig:
     elites: int = 30
     horizon: int = 5
     replan_every: int = 1
-    objective_mode: str = "last"
-    proprio_weight: float = 0.0
+    objective_mode: str = "weighted"  # see planners.objectives; "last" is DINO-WM's
+    proprio_weight: float = 2.0
+    bf16: bool = False  # world-model rollouts under bfloat16 autocast
     videos: int = 4
 
 
@@ -99,11 +100,31 @@ def random_goals(cfg: PlanConfig, env, rng: np.random.Generator) -> list[dict]:
     return pairs
 
 
-def run_plan(cfg: PlanConfig) -> dict:
-    from envs.registry import is_builtin, make_env
+def make_controller(model, cfg: PlanConfig):
+    """The MPC controller of `cfg` (planner, its search settings, goal objective, replanning) for `model`."""
     from planners.base import make_planner
     from planners.mpc import MPCController
     from planners.objectives import goal_objective
+
+    spec = model.spec
+    action_dim = spec["env_action_dim"] if cfg.hold_in_block else spec["action_dim"]
+    planner_kwargs = {"horizon": cfg.horizon, "action_dim": action_dim, "seed": cfg.seed}
+    if cfg.planner in ("cem", "icem"):
+        planner_kwargs.update(samples=cfg.samples, elites=cfg.elites, iterations=cfg.iterations)
+    elif cfg.planner == "mppi":
+        planner_kwargs.update(samples=cfg.samples, iterations=cfg.iterations)
+    elif cfg.planner == "cmaes":
+        planner_kwargs.update(popsize=cfg.samples, iterations=cfg.iterations)
+    elif cfg.planner == "gradient":
+        planner_kwargs.update(iterations=cfg.iterations)
+    planner = make_planner(cfg.planner, **planner_kwargs)
+    proprio_weight = cfg.proprio_weight if spec.get("proprio_dim", 0) else 0.0  # models without proprio: none
+    objective = goal_objective(spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=proprio_weight)
+    return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, bf16=cfg.bf16)
+
+
+def run_plan(cfg: PlanConfig) -> dict:
+    from envs.registry import is_builtin, make_env
     from wm.models.checkpoint import load_checkpoint
 
     if not is_builtin(cfg.env):
@@ -126,19 +147,7 @@ def run_plan(cfg: PlanConfig) -> dict:
     obs_list = [
         env.reset(options={"state": p["start"], "goal": p["goal"]})[0] for env, p in zip(envs, pairs, strict=True)
     ]
-    action_dim = spec["env_action_dim"] if cfg.hold_in_block else spec["action_dim"]
-    planner_kwargs = {"horizon": cfg.horizon, "action_dim": action_dim, "seed": cfg.seed}
-    if cfg.planner in ("cem", "icem"):
-        planner_kwargs.update(samples=cfg.samples, elites=cfg.elites, iterations=cfg.iterations)
-    elif cfg.planner == "mppi":
-        planner_kwargs.update(samples=cfg.samples, iterations=cfg.iterations)
-    elif cfg.planner == "cmaes":
-        planner_kwargs.update(popsize=cfg.samples, iterations=cfg.iterations)
-    elif cfg.planner == "gradient":
-        planner_kwargs.update(iterations=cfg.iterations)
-    planner = make_planner(cfg.planner, **planner_kwargs)
-    objective = goal_objective(spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=cfg.proprio_weight)
-    controller = MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block)
+    controller = make_controller(model, cfg)
     out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
     stack = lambda key, items: np.stack([o[key] for o in items])  # noqa: E731
     controller.reset(

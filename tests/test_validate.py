@@ -1,0 +1,151 @@
+"""`wm robot serve` + `wm validate` end to end on loopback: recordings, results, one-line errors, data kept when the
+robot vanishes mid-run."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import timm  # noqa: F401  (torchvision, which timm imports, crashes when first imported after an EGL context exists)
+
+from envs.registry import make_env
+from wm.app.cli import main
+from wm.data.store import EpisodeStore
+
+WM = [sys.executable, "-m", "wm.app.cli"]
+TOKEN = "loopback-secret"
+CHECKPOINT = "checkpoints/jepa-pointmaze"
+FAST_MPC = ["--samples", "32", "--iterations", "2", "--elites", "8"]
+
+
+@pytest.fixture
+def server():
+    """`wm robot serve` on a free port: yields its address; stopped with SIGINT (checked: it exits cleanly)."""
+    proc = subprocess.Popen(
+        [*WM, "robot", "serve", "--env", "wm/PointMaze-v0", "--port", "0", "--token", TOKEN, "--watchdog", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"tcp://[\d.]+:\d+", line)
+    assert match, line + proc.stderr.read()
+    yield proc, match.group(0)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def goals_file(tmp_path_factory):
+    """Two start/goal pairs of PointMaze as a goal file: rgb, proprio (goal observations), start and goal states."""
+    env = make_env("wm/PointMaze-v0").unwrapped
+    rng = np.random.default_rng(0)
+    rows = {"rgb": [], "proprio": [], "start": [], "goal": []}
+    for i in range(2):
+        _, info = env.reset(seed=i)
+        goal = env.sample_goal(rng)
+        obs = env.observe_state(goal)
+        for key, value in (("rgb", obs["rgb"]), ("proprio", obs["proprio"]), ("start", info["state"]), ("goal", goal)):
+            rows[key].append(value)
+    env.close()
+    path = tmp_path_factory.mktemp("goals") / "goals.npz"
+    np.savez(path, **{k: np.stack(v) for k, v in rows.items()})
+    return path
+
+
+def one_line_error(capsys, argv, match):
+    capsys.readouterr()
+    code = main(argv)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("wm: error")]
+    assert code == 2 and len(err) == 1 and match in err[0], err
+    return err[0]
+
+
+def test_loopback_mpc_validation_records_episodes_results_and_plot(server, goals_file, tmp_path, capsys):
+    _, address = server
+    out = tmp_path / "run"
+    argv = ["validate", "--robot", address, "--token", TOKEN, "--controller", "mpc", "--checkpoint", CHECKPOINT]
+    argv += ["--episodes", "2", "--budget", "10", "--goals", str(goals_file), "--out", str(out), *FAST_MPC]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Validated 2 episode(s) of mpc" in printed and f"wm info {out}/store" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes_complete"] == 2 and results["aborted"] is None
+    assert results["judge"]["kind"] == "latent" and results["truth_success_rate"] is not None
+    assert results["latency_ms"]["step"]["n"] == 20 and results["replan_latency_ms"]["n"] >= 4
+    assert "token" not in results["config"] and TOKEN not in (out / "results.json").read_text()
+    assert (out / "summary.png").stat().st_size > 0
+    info = subprocess.run([*WM, "info", str(out / "store"), "--json"], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["episodes"] == 2 and json.loads(info.stdout)["frames"] == 22
+    with EpisodeStore.open(out / "store") as store:
+        ep = store.episode(1)
+        assert ep["complete"].all() and ep["plan_step"][-1] == -1 and not ep["action"][-1].any()
+        assert ep["new_plan"][:-1].sum() == 2  # one chunk of frameskip=5 actions per world-model block
+        assert np.all(np.abs(ep["action"]) <= 1) and ep["plan"].shape == (11, 5, 2)
+        np.testing.assert_allclose(ep["state"][0][:2], np.load(goals_file)["start"][1][:2], atol=1e-6)
+        assert ep["goal_latent_distance"].shape == (11,)
+        assert store.attrs["collections"][0]["kind"] == "validation"
+
+
+def test_random_controller_with_operator_judge_and_a_goal_store(server, tmp_path, capsys, monkeypatch):
+    _, address = server
+    store = tmp_path / "maze"
+    collect = [*WM, "collect", "--env", "wm/PointMaze-v0", "--episodes", "2", "--steps", "30", "--workers", "1"]
+    assert subprocess.run([*collect, "--out", str(store)], capture_output=True, timeout=120).returncode == 0
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("maybe\ny\nn\n"))
+    out = tmp_path / "run"
+    argv = ["validate", "--robot", address, "--token", TOKEN, "--controller", "random", "--episodes", "2"]
+    argv += ["--budget", "6", "--goal-store", str(store), "--goal-offset", "5", "--async-plan", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [e["judged_success"] for e in results["per_episode"]] == [True, False]
+    assert results["judge"] == {"kind": "operator", "threshold": None} and results["success_rate"] == 0.5
+
+
+def test_wrong_token_missing_server_and_bad_address_are_one_line_errors(server, goals_file, tmp_path, capsys):
+    _, address = server
+    base = ["validate", "--controller", "random", "--episodes", "1", "--goals", str(goals_file), "--timeout", "0.3"]
+    one_line_error(capsys, [*base, "--robot", address, "--token", "wrong", "--out", str(tmp_path / "a")], "refused")
+    port = int(address.rsplit(":", 1)[1])
+    missing = f"tcp://127.0.0.1:{port + 1 if port < 65535 else port - 1}"
+    one_line_error(capsys, [*base, "--robot", missing, "--token", TOKEN, "--out", str(tmp_path / "b")], "no reply")
+    one_line_error(capsys, [*base, "--robot", "127.0.0.1", "--token", TOKEN, "--out", str(tmp_path / "c")], "bad robot")
+    one_line_error(capsys, ["validate", "--robot", address, "--token", TOKEN, "--controller", "mpc", "--episodes", "1",
+                            "--out", str(tmp_path / "d")], "--checkpoint")  # fmt: skip
+    one_line_error(capsys, [*base[:-4], "--goals", "none.npz", "--robot", address, "--token", TOKEN, "--out",
+                            str(tmp_path / "e")], "goal file none.npz not found")  # fmt: skip
+    assert not any((tmp_path / d).exists() for d in "abcde")  # nothing is created before the robot answers
+
+
+def test_a_robot_that_vanishes_mid_run_keeps_the_data_so_far(server, goals_file, tmp_path):
+    proc, address = server
+    out = tmp_path / "run"
+    argv = [*WM, "validate", "--robot", address, "--token", TOKEN, "--controller", "random", "--episodes", "3"]
+    argv += ["--budget", "15", "--hz", "20", "--goals", str(goals_file), "--timeout", "0.3", "--out", str(out)]
+    run = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run.stdin.write("y\n")
+    run.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not (out / "results.json").exists() and time.monotonic() < deadline:  # written after episode 0
+        time.sleep(0.02)
+    time.sleep(0.3)  # into episode 1
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=60)
+    errors = [line for line in err.splitlines() if line.startswith("wm: error")]
+    assert run.returncode == 2 and len(errors) == 1, err
+    assert "no reply" in errors[0] and "1 complete episode(s) and the partial one are saved" in errors[0]
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes_complete"] == 1 and "no reply" in results["aborted"]
+    with EpisodeStore.open(out / "store") as store:
+        assert store.num_episodes == 2
+        assert store.episode(0)["complete"].all() and not store.episode(1)["complete"].any()
+        assert 0 < store.episode_lengths()[1] < 16
