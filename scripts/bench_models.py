@@ -1,11 +1,14 @@
-"""Benchmark the latent world models on this machine; prints one JSON object.
+"""Benchmark the world models on this machine; prints one JSON object.
 
 - training samples/s of a DINO-WM model reading the fp16 feature cache vs encoding every batch with the frozen
   DINOv2 (random ViT-S/14 weights: the cost is the same as with real ones), and of the JEPA default;
 - imagined transitions/s of `rollout` at 1 problem x 300 candidate sequences x horizon 5, with and without the
-  KV cache, for the JEPA default (1 token/frame) and the DINO model (patch tokens).
+  KV cache, for the JEPA default (1 token/frame) and the DINO model (patch tokens);
+- the pixel diffusion default: training samples/s (success head included) and imagined frames/s at batch 32 x
+  horizon 5 at 64 px (each frame one few-step sampler run).
 
-Usage: python scripts/bench_models.py [--dino-image-size 112] [--steps 5] [--batch-size 16]
+Usage: python scripts/bench_models.py [--dino-image-size 112] [--steps 5] [--batch-size 16] [--models diffusion]
+(`--models diffusion` measures the diffusion model alone; naming dino or jepa measures both latent models.)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from envs.collector import collect
 from wm.app.collect import store_layout
+from wm.app.diffusion_data import prepare_diffusion_data
 from wm.app.train import split_config
 from wm.data.features import ensure_feature_cache
 from wm.data.store import EpisodeStore
@@ -77,17 +81,54 @@ def rollout_rate(model, samples: int = 300, horizon: int = 5, repeats: int = 3) 
     return out
 
 
+@torch.no_grad()
+def imagine_rate(model, batch: int = 32, horizon: int = 5, repeats: int = 2) -> float:
+    """Imagined frames/s of a pixel model: `batch` problems x `horizon` steps from random 64 px histories."""
+    model.eval()
+    spec = model.spec
+    rgb = torch.randint(0, 256, (batch, spec["num_hist"], spec["image_size"], spec["image_size"], 3), dtype=torch.uint8)
+    z = model.encode({"rgb": rgb})
+    past = torch.zeros(batch, spec["num_hist"] - 1, spec["action_dim"])
+    actions = torch.rand(batch, horizon, spec["action_dim"]) * 2 - 1
+    model.rollout(z, actions[:, :1], past)  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        model.rollout(z, actions, past)
+    return round(repeats * batch * horizon / (time.perf_counter() - t), 1)
+
+
+def diffusion_bench(store: EpisodeStore, window: WindowConfig, steps: int, batch_size: int) -> dict:
+    cfg, _, _ = split_config("diffusion", {})
+    cfg.normalization = normalization_stats(store, range(store.num_episodes))
+    extra_keys, wrap = prepare_diffusion_data(store, cfg)
+    model = build_world_model(cfg.to_dict())
+    ds = wrap(WindowDataset(store, range(store.num_episodes), window, ("rgb", *extra_keys)))
+    return {
+        "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "sampler": f"{cfg.sampler}, {cfg.sampling_steps} steps",
+        "train_samples_per_s": train_rate(model, ds, steps, batch_size),
+        "imagined_frames_per_s_b32_64px": imagine_rate(model),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dino-image-size", type=int, default=112)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--models", default="dino,jepa,diffusion", help="comma-separated: dino,jepa,diffusion")
     args = parser.parse_args()
+    models = set(args.models.split(","))
     torch.manual_seed(0)
     result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}}
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(f"{tmp}/store")
         window = WindowConfig(3, 1, 5)
+        if "diffusion" in models:
+            result["diffusion_default"] = diffusion_bench(store, window, args.steps, args.batch_size)
+        if not models & {"dino", "jepa"}:
+            print(json.dumps(result, indent=2))
+            return
         dino = build("dino", store, {"encoder": {"weights": "random", "image_size": args.dino_image_size}})
         store.close()
         cache_key = ensure_feature_cache(f"{tmp}/store", dino.encoder)

@@ -2,7 +2,8 @@
 
 Overrides are `key=value` pairs: training fields (`lr=1e-3`, `batch_size=16`, `bf16=true`), model fields
 (`num_hist=3`, `frameskip=5`, `proprio_emb_dim=0`), nested model fields (`encoder.width=96`,
-`predictor.depth=4`, `predictor.conditioning=adaln`) and data fields (`val_fraction=0.1`, `split_seed=0`).
+`predictor.depth=4`, `predictor.conditioning=adaln`, `unet.channels=[32,64,64]` for diffusion) and data fields
+(`val_fraction=0.1`, `split_seed=0`).
 Values are parsed as JSON where possible (`true`, `3`, `1e-3`), else taken as strings.
 """
 
@@ -31,6 +32,8 @@ MODEL_DEFAULTS = {
         "encoder": {"variant": "vits14", "image_size": 56, "pool": None, "weights": None},
         "predictor": {"dim": 256, "depth": 4, "heads": 8, "dropout": 0.1, "conditioning": "concat"},
     },
+    # DIAMOND's UNet (4 levels x 64 channels), scaled down: 3 levels, pixels folded 2x2 into channels
+    "diffusion": {"unet": {"channels": [32, 64, 64], "layers_per_block": 1, "norm_groups": 8, "patch_size": 2}},
 }
 
 
@@ -56,10 +59,19 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def model_config_class(kind: str) -> type:
+    if kind == "diffusion":
+        from wm.models.diffusion.world_model import DiffusionWMConfig
+
+        return DiffusionWMConfig
+    return LatentWMConfig
+
+
 def split_config(kind: str, overrides: dict) -> tuple[LatentWMConfig, TrainConfig, dict]:
     """Route overrides to the model, training and data configs; unknown keys are an error."""
+    model_cls = model_config_class(kind)
     train_names = {f.name for f in fields(TrainConfig)}
-    model_names = {f.name for f in fields(LatentWMConfig)} - {"kind", "normalization"}
+    model_names = {f.name for f in fields(model_cls)} - {"kind", "normalization"}
     train_kw, model_kw, data_kw = {}, {}, dict(DATA_FIELDS)
     for key, value in overrides.items():
         if key in train_names:
@@ -72,10 +84,10 @@ def split_config(kind: str, overrides: dict) -> tuple[LatentWMConfig, TrainConfi
             known = sorted(train_names | model_names | set(DATA_FIELDS))
             raise WMError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
     defaults = MODEL_DEFAULTS[kind]
-    for nested in ("encoder", "predictor"):
+    for nested in defaults:
         model_kw[nested] = {**defaults[nested], **model_kw.get(nested, {})}
     try:
-        return LatentWMConfig(kind=kind, **model_kw), TrainConfig(**train_kw), data_kw
+        return model_cls(kind=kind, **model_kw), TrainConfig(**train_kw), data_kw
     except TypeError as e:
         raise WMError(f"bad setting: {e}") from None
 
@@ -90,7 +102,7 @@ def run_train(
     encoder_weights: str | None = None,
 ) -> dict:
     if kind not in MODEL_DEFAULTS:
-        raise WMError(f"unknown --model {kind!r}; use jepa or dino (diffusion arrives with its issue)")
+        raise WMError(f"unknown --model {kind!r}; use jepa, dino or diffusion")
     parsed = parse_overrides(list(overrides))
     if encoder_weights:
         if kind != "dino":
@@ -110,11 +122,16 @@ def run_train(
         raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
     model_cfg.normalization = normalization_stats(store, train_eps)
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
+    keys, wrap = ["rgb", "proprio"], None
+    if kind == "diffusion":  # action bounds, success labels and goal images for its success head
+        from wm.app.diffusion_data import prepare_diffusion_data
+
+        extra_keys, wrap = prepare_diffusion_data(store, model_cfg)
+        keys += extra_keys
 
     from wm.models.checkpoint import build_world_model
 
     model = build_world_model(model_cfg.to_dict())
-    keys = ["rgb", "proprio"]
     if kind == "dino":
         from wm.data.features import ensure_feature_cache
 
@@ -124,6 +141,8 @@ def run_train(
     rename = {keys[-1]: "features"} if kind == "dino" else None
     train_ds = WindowDataset(store, train_eps, window, keys=keys, rename=rename)
     val_ds = WindowDataset(store, val_eps, window, keys=keys, rename=rename) if len(val_eps) else None
+    if wrap is not None:
+        train_ds, val_ds = wrap(train_ds), (wrap(val_ds) if val_ds is not None else None)
     if epochs is not None:
         train_cfg.steps = max(1, math.ceil(epochs * len(train_ds) / train_cfg.batch_size))
     elif steps is not None:

@@ -31,6 +31,10 @@ def build_world_model(model_cfg: dict) -> torch.nn.Module:
         from wm.models.latent_world_model import LatentWMConfig, LatentWorldModel
 
         return LatentWorldModel(LatentWMConfig(**model_cfg))
+    if kind == "diffusion":
+        from wm.models.diffusion.world_model import DiffusionWMConfig, DiffusionWorldModel
+
+        return DiffusionWorldModel(DiffusionWMConfig(**model_cfg))
     raise WMError(f"checkpoint model kind {kind!r} is unknown to this wm-engine; upgrade or check the checkpoint")
 
 

@@ -21,6 +21,7 @@ from wm.errors import WMError
 from wm.models.decoder import LatentDecoder
 from wm.models.pixel_encoder import PixelEncoder, PixelEncoderConfig
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
+from wm.models.protocol import base_spec
 from wm.models.sigreg import sigreg
 
 
@@ -96,12 +97,7 @@ class LatentWorldModel(nn.Module):
         """What planners and controllers need to know about this model."""
         c = self.cfg
         return {
-            "kind": c.kind,
-            "action_dim": c.frameskip * c.action_dim,
-            "env_action_dim": c.action_dim,
-            "frameskip": c.frameskip,
-            "num_hist": c.num_hist,
-            "image_size": c.image_size,
+            **base_spec(c),
             "tokens": self.num_tokens,
             "latent_dim": self.latent_dim,
             "visual_dim": self.visual_dim,

@@ -28,3 +28,16 @@ class WorldModel(Protocol):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """`(..., N, D)` -> images `(..., H, W, 3)` in [0, 1] (raises WMError when the model has no decoder)."""
         ...
+
+
+def base_spec(cfg) -> dict:
+    """The spec entries every model derives the same way from its config (`kind`, `frameskip`, `action_dim` = env
+    action dims, `num_hist`, `image_size`); each model adds its latent layout (`tokens`, `latent_dim`, ...)."""
+    return {
+        "kind": cfg.kind,
+        "action_dim": cfg.frameskip * cfg.action_dim,
+        "env_action_dim": cfg.action_dim,
+        "frameskip": cfg.frameskip,
+        "num_hist": cfg.num_hist,
+        "image_size": cfg.image_size,
+    }
