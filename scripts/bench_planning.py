@@ -53,16 +53,25 @@ def problems(env_id: str, image_size: int, n: int, seed: int) -> tuple[dict, dic
     return stack(starts), stack(goals)
 
 
-def replan_latency(model, name: str, start: dict, goal: dict, repeats: int, horizon: int, bf16: bool) -> list[float]:
-    """Seconds per steady-state replan for all problems at once: the MPC controller is stepped until its history
-    holds `num_hist` frames (and its warm start is set), then `repeats` more replans are timed."""
+def warmed_controller(model, name: str, start: dict, goal: dict, horizon: int, bf16: bool = False) -> MPCController:
+    """An MPC controller with planner `name` at its benchmark budget, stepped until its next replan is a steady-state
+    one: the history holds `num_hist` frames and the warm start is set."""
     spec = model.spec
     planner = make_planner(name, horizon=horizon, action_dim=spec["action_dim"], **PLANNER_BUDGETS[name])
     controller = MPCController(model, planner, goal_objective(spec["visual_dim"]), bf16=bf16)
     controller.reset(goal)
-    while len(controller.latencies) < spec["num_hist"] + repeats:
+    while len(controller.latencies) < spec["num_hist"] - 1:
         controller.act(start)
-    return controller.latencies[spec["num_hist"] :]
+    return controller
+
+
+def replan_latency(model, name: str, start: dict, goal: dict, repeats: int, horizon: int, bf16: bool) -> list[float]:
+    """Seconds per steady-state replan for all problems at once (the first steady replan warms up and is dropped)."""
+    controller = warmed_controller(model, name, start, goal, horizon, bf16)
+    first = len(controller.latencies) + 1
+    while len(controller.latencies) < first + repeats:
+        controller.act(start)
+    return controller.latencies[first:]
 
 
 def reference_cem(model, start: dict, goal: dict, horizon: int, samples: int, elites: int, iterations: int) -> float:
@@ -104,14 +113,10 @@ def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
 
 def replan_flops(model, start: dict, goal: dict, horizon: int) -> int:
     """FLOPs of one CEM replan (all problems) as counted by torch's flop counter."""
-    spec = model.spec
-    planner = make_planner("cem", horizon=horizon, action_dim=spec["action_dim"], **PLANNER_BUDGETS["cem"])
-    controller = MPCController(model, planner, goal_objective(spec["visual_dim"]))
-    controller.reset(goal)
-    while len(controller.latencies) < spec["num_hist"] - 1:
-        controller.act(start)
+    controller = warmed_controller(model, "cem", start, goal, horizon)
+    replans = len(controller.latencies)
     with FlopCounterMode(display=False) as counter:
-        while len(controller.latencies) < spec["num_hist"]:
+        while len(controller.latencies) == replans:
             controller.act(start)
     return counter.get_total_flops()
 
