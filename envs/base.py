@@ -28,12 +28,14 @@ class MujocoImageEnv(gym.Env):
     Subclass hooks:
       `_xml() -> str`, `_sample_state() -> state`, `_sample_goal() -> state`, `_apply_action(a (A,))`,
       `_proprio() -> (P,) float32`, `goal_distance(state, goal) -> float`, `is_success(state, goal) -> bool`.
-    Class attributes: `action_dim`, `proprio_dim`, `n_substeps` (physics steps per env step), `camera`.
+    Class attributes: `action_dim`, `proprio_dim`, `n_substeps` (physics steps per env step), `camera`,
+    `proprio_velocity_dims` (the proprio entries that are velocities: zero in a goal at rest).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     action_dim: int = 2
     proprio_dim: int = 4
+    proprio_velocity_dims: tuple[int, ...] = (2, 3)  # every built-in's proprio is (x, y, vx, vy)
     n_substeps: int = 10
     camera: str = "top"
     proprio_bound: float = 100.0  # finite, far beyond any reachable position (m) or speed (m/s)

@@ -4,6 +4,11 @@ With the expert policy, goals are chained: once the expert has held a goal for a
 random one (the env's goal is updated, so the `goal`, `success` and `reward` columns always describe the goal
 being pursued). Episodes are then motion from end to end instead of a short approach and a long idle tail.
 
+Policies: "expert" (the env's noisy scripted expert), "random" (independent uniform actions each step: the agent
+jitters around its start, DINO-WM's data) and "smooth" (random actions correlated in time, an AR(1) process with a
+time constant of about `SMOOTH_STEPS` steps: the agent travels, runs into walls and keeps pushing, which is the
+contact a world model must learn for planners not to imagine their way through walls).
+
 Episode `i` is reset with its own seed and drives its own policy generator, both derived from
 `(seed, i)`, so the data does not depend on the number of workers and appending to a store continues the
 sequence instead of repeating it. Each yielded episode holds `steps + 1` frames, time-major:
@@ -24,7 +29,8 @@ from envs.experts import NoisyExpert, make_expert
 from envs.registry import is_builtin, make_env
 from wm.errors import WMError
 
-POLICIES = ("random", "expert")
+POLICIES = ("random", "smooth", "expert")
+SMOOTH_STEPS = 10  # time constant (env steps) of the "smooth" policy's AR(1) actions
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -38,6 +44,14 @@ def check_policy(env_id: str, policy: str) -> None:
         raise WMError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
     if policy == "expert" and not is_builtin(env_id):
         raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random")
+
+
+def smooth_step(state: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    """One step of the "smooth" policy's AR(1) process per env: `state (N, A)` -> `(N, A)`, stationary std 0.8
+    (about a quarter of the actions saturate at the bounds once clipped)."""
+    rho = np.exp(-1.0 / SMOOTH_STEPS)
+    noise = np.stack([r.normal(0.0, 0.8, state.shape[1]) for r in rngs])
+    return rho * state + np.sqrt(1.0 - rho**2) * noise
 
 
 def _make_vector_env(env_id: str, num_envs: int, image_size: int, steps: int) -> gym.vector.VectorEnv:
@@ -82,6 +96,8 @@ def collect(
                 frames["state"] = [info["state"]]
             if has_goal:
                 frames["goal"] = [info["goal"]]
+            if policy == "smooth":  # (workers, A) AR(1) state, drawn from its stationary law
+                smooth = np.stack([r.normal(0.0, 0.8, action_dim) for r in rngs])
             held = np.zeros(workers, dtype=int)  # steps each env has spent at its current goal
             hold_for = [int(r.integers(1, 6)) for r in rngs]
             actions, rewards = [], []
@@ -89,6 +105,9 @@ def collect(
             for t in range(1, steps + 1):
                 if policy == "expert":
                     act = np.stack([a.act(s, g) for a, s, g in zip(actors, info["state"], info["goal"], strict=True)])
+                elif policy == "smooth":
+                    smooth = smooth_step(smooth, rngs)
+                    act = np.clip(smooth, -1.0, 1.0).astype(np.float32)
                 else:
                     act = np.stack([r.uniform(-1.0, 1.0, action_dim) for r in rngs]).astype(np.float32)
                 obs, reward, terminated, truncated, info = vec.step(act)

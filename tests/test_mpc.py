@@ -107,3 +107,14 @@ def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
     rank = lambda c: c.argsort().argsort().float()  # noqa: E731
     assert torch.corrcoef(torch.stack([rank(costs[False]), rank(costs[True])]))[0, 1] > 0.9
     assert not torch.equal(costs[False], costs[True])  # bf16 really ran
+
+
+def test_goals_at_rest_zero_only_the_velocities_and_leave_the_recorded_goal_alone():
+    from wm.app.plan import goal_batch
+
+    proprio = np.array([0.5, -0.2, 0.9, -1.1], np.float32)
+    pairs = [{"goal_obs": {"rgb": np.zeros((4, 4, 3), np.uint8), "proprio": proprio.copy()}}]
+    rest = goal_batch(pairs, "rest", (2, 3))
+    assert np.array_equal(rest["proprio"], [[0.5, np.float32(-0.2), 0.0, 0.0]]) and rest["rgb"].shape == (1, 4, 4, 3)
+    assert np.array_equal(pairs[0]["goal_obs"]["proprio"], proprio)
+    assert np.array_equal(goal_batch(pairs, "observed", (2, 3))["proprio"][0], proprio)

@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="env id: a built-in (see `wm envs`) or any gymnasium id")
     p.add_argument("--episodes", required=True, type=_positive_int, help="number of episodes to add")
     p.add_argument("--out", required=True, help="store path (created, or appended to if it has the same spec)")
-    p.add_argument("--policy", choices=("random", "expert"), default="expert", help="behaviour policy")
+    p.add_argument(
+        "--policy",
+        choices=("random", "smooth", "expert"),
+        default="expert",
+        help="behaviour policy: noisy scripted expert, i.i.d. uniform random, or time-correlated random",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="base seed (episode i uses a seed derived from it)")
     p.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1), help="parallel envs")
     p.add_argument("--steps", type=_positive_int, default=None, help="steps per episode (default: the env's)")
@@ -106,14 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, default=10)
     p.add_argument("--elites", type=_positive_int, default=30, help="CEM/iCEM elites (at most --samples)")
     p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
-    p.add_argument("--horizon", type=_positive_int, default=5, help="planning horizon in world-model steps")
+    p.add_argument("--horizon", type=_positive_int, default=8, help="planning horizon in world-model steps")
     p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
-    p.add_argument("--proprio-weight", type=float, default=2.0, help="weight of the proprio term in the objective")
+    p.add_argument("--proprio-weight", type=float, default=10.0, help="weight of the proprio term in the objective")
     p.add_argument(
         "--objective-mode",
         default="weighted",
         choices=("last", "all", "weighted"),
         help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
+    )
+    p.add_argument(
+        "--goal-velocity",
+        default="rest",
+        choices=("rest", "observed"),
+        help="zero the goal's proprio velocities (arrive and stay) or keep the goal frame's",
     )
     p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -155,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=300)
     p.add_argument("--iterations", type=_positive_int, default=10)
     p.add_argument("--elites", type=_positive_int, default=30)
-    p.add_argument("--horizon", type=_positive_int, default=5)
+    p.add_argument("--horizon", type=_positive_int, default=8)
     p.add_argument("--replan-every", type=_positive_int, default=1)
     p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per robot request before retrying")

@@ -4,6 +4,10 @@ Goals (`--goal-source`):
   dataset  start at the state of a held-out episode at time t; the goal is the observation at t + offset (the
            stable-worldmodel protocol: goal 25 env steps ahead, 50-step budget by default);
   random   a random start (env reset) and a random goal state drawn by the env.
+Goal velocity (`--goal-velocity`): a goal image shows where the agent should be, not how fast it should move, so
+by default the goal's proprio velocities (the env's `proprio_velocity_dims`) are set to zero: the planner is asked
+to arrive and stay. `observed` keeps the velocity recorded at the goal frame (DINO-WM's goals), which asks the agent
+to pass through the goal at that speed rather than stop there.
 All episodes run in one batch: one planner call plans for every episode at once. The controller sees only
 observations and the goal observation; after exactly `--budget` env steps the env judges success. Writes
 `results.json` (success rate with a 95% Wilson interval, final distances, replan latency p50/p95, config),
@@ -41,11 +45,12 @@ class PlanConfig:
     iterations: int = 10  # DINO-WM's count for PointMaze and Wall
     hold_in_block: bool = False  # one env action per world-model block (see planners.mpc)
     elites: int = 30
-    horizon: int = 5
+    horizon: int = 8  # 40 env steps: room to go around a wall toward a goal 25 path steps away (DINO-WM: 5)
     replan_every: int = 1
     objective_mode: str = "weighted"  # see planners.objectives; "last" is DINO-WM's
-    proprio_weight: float = 2.0
+    proprio_weight: float = 10.0
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
+    goal_velocity: str = "rest"  # "rest": zero the goal's proprio velocities; "observed": keep them
     videos: int = 4
 
 
@@ -100,6 +105,15 @@ def random_goals(cfg: PlanConfig, env, rng: np.random.Generator) -> list[dict]:
     return pairs
 
 
+def goal_batch(pairs: list[dict], goal_velocity: str, velocity_dims: tuple[int, ...]) -> dict:
+    """The controller's goal observations `{"rgb": (B, H, W, 3), "proprio": (B, P)}` of start/goal `pairs`; with
+    `goal_velocity="rest"` the proprio entries `velocity_dims` are zero (a copy: `pairs` is left as it is)."""
+    proprio = np.stack([p["goal_obs"]["proprio"] for p in pairs])
+    if goal_velocity == "rest":
+        proprio[:, list(velocity_dims)] = 0.0
+    return {"rgb": np.stack([p["goal_obs"]["rgb"] for p in pairs]), "proprio": proprio}
+
+
 def make_controller(model, cfg: PlanConfig):
     """The MPC controller of `cfg` (planner, its search settings, goal objective, replanning) for `model`."""
     from planners.base import make_planner
@@ -131,6 +145,8 @@ def run_plan(cfg: PlanConfig) -> dict:
         raise WMError(f"`wm plan` needs a built-in env with exact state resets; {cfg.env!r} is not one")
     if cfg.goal_source not in ("dataset", "random"):
         raise WMError(f"--goal-source must be dataset or random, got {cfg.goal_source!r}")
+    if cfg.goal_velocity not in ("rest", "observed"):
+        raise WMError(f"--goal-velocity must be rest or observed, got {cfg.goal_velocity!r}")
     model, config = load_checkpoint(cfg.checkpoint)
     trained_on = config["data"]["spec"]["env"]["id"]
     if trained_on != cfg.env:
@@ -150,12 +166,7 @@ def run_plan(cfg: PlanConfig) -> dict:
     controller = make_controller(model, cfg)
     out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
     stack = lambda key, items: np.stack([o[key] for o in items])  # noqa: E731
-    controller.reset(
-        {
-            "rgb": stack("rgb", [p["goal_obs"] for p in pairs]),
-            "proprio": stack("proprio", [p["goal_obs"] for p in pairs]),
-        }
-    )
+    controller.reset(goal_batch(pairs, cfg.goal_velocity, envs[0].proprio_velocity_dims))
     n_vid = min(cfg.videos, cfg.episodes)
     real_frames, imagined_frames = [], []
     started = time.time()

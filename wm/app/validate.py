@@ -65,7 +65,7 @@ class ValidateConfig:
     samples: int = 300
     iterations: int = 10
     elites: int = 30
-    horizon: int = 5
+    horizon: int = 8
     replan_every: int = 1
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
     seed: int = 0
