@@ -74,9 +74,16 @@ class WeightedSum(Objective):
         return sum(w * term(z_future, z_goal) for w, term in self.terms)
 
 
-def goal_objective(visual_dim: int, metric: str = "mse", mode: str = "last", proprio_weight: float = 0.0) -> Objective:
-    """The standard objective: visual distance to the goal image, plus `proprio_weight` x proprio distance."""
+def goal_objective(
+    visual_dim: int,
+    metric: str = "mse",
+    mode: str = "last",
+    proprio_weight: float = 0.0,
+    proprio_mode: str | None = None,
+) -> Objective:
+    """The standard objective: visual distance to the goal image over the horizon (`mode`), plus `proprio_weight` x
+    proprio distance over the horizon (`proprio_mode`, default: the same as `mode`)."""
     objective = GoalObjective(metric, mode, 0, visual_dim)
     if proprio_weight > 0:
-        objective = objective + proprio_weight * GoalObjective("mse", mode, visual_dim, None)
+        objective = objective + proprio_weight * GoalObjective("mse", proprio_mode or mode, visual_dim, None)
     return objective

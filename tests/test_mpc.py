@@ -36,6 +36,18 @@ def test_objectives_compose_and_pick_the_right_frames():
     torch.testing.assert_close(combined, GoalObjective("mse", "last", 0, 2)(z, goal) * 1.5)
 
 
+def test_the_proprio_term_can_weigh_the_horizon_its_own_way():
+    z = torch.zeros(1, 1, 3, 1, 4)
+    z[0, 0, -1, 0, 2:] = 1.0  # the proprio channels reach the goal on the last frame only
+    goal = torch.ones(1, 1, 4)
+    visual = GoalObjective("mse", "weighted", 0, 2)(z, goal)
+    at_end = goal_objective(visual_dim=2, mode="weighted", proprio_weight=10.0, proprio_mode="last")(z, goal)
+    torch.testing.assert_close(at_end, visual)  # proprio on the last frame: no cost
+    along = goal_objective(visual_dim=2, mode="weighted", proprio_weight=10.0)(z, goal)
+    torch.testing.assert_close(along, visual + 10.0 * GoalObjective("mse", "weighted", 2, None)(z, goal))
+    assert along.item() > at_end.item()
+
+
 def test_mpc_reaches_the_goal_from_observations_only():
     model = ToyModel()
     planner = make_planner("cem", horizon=3, action_dim=4, samples=200, elites=20, iterations=8, seed=0)

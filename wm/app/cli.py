@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--steps", type=_positive_int, help="optimisation steps")
     length.add_argument("--epochs", type=_positive_int, help="passes over the training windows")
     p.add_argument("--encoder-weights", help="DINOv2 weights file (Meta .pth, HF model.safetensors or timm)")
+    p.add_argument("--init", help="fine-tune this checkpoint (its model and normalisation) instead of a new model")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=1e-3 predictor.depth=4")
 
     p = sub.add_parser("eval-model", help="open-loop error, PSNR and SSIM vs copy-last on held-out episodes (JSON)")
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="weighted",
         choices=("last", "all", "weighted"),
         help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
+    )
+    p.add_argument(
+        "--proprio-mode",
+        default="last",
+        choices=("last", "all", "weighted"),
+        help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
     )
     p.add_argument(
         "--goal-velocity",
@@ -206,7 +213,7 @@ def _run(args: argparse.Namespace) -> None:
         from wm.app.train import run_train
 
         summary = run_train(
-            args.data, args.model, args.out, args.steps, args.epochs, args.overrides, args.encoder_weights
+            args.data, args.model, args.out, args.steps, args.epochs, args.overrides, args.encoder_weights, args.init
         )
         print(json.dumps(summary, indent=2))
         print(f"next: wm eval-model --checkpoint {summary['checkpoint']} --data {args.data}")

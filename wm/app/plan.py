@@ -49,6 +49,7 @@ class PlanConfig:
     replan_every: int = 1
     objective_mode: str = "weighted"  # see planners.objectives; "last" is DINO-WM's
     proprio_weight: float = 10.0
+    proprio_mode: str = "last"  # the proprio term on the last imagined frame only: end the horizon at the goal
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
     goal_velocity: str = "rest"  # "rest": zero the goal's proprio velocities; "observed": keep them
     videos: int = 4
@@ -133,7 +134,9 @@ def make_controller(model, cfg: PlanConfig):
         planner_kwargs.update(iterations=cfg.iterations)
     planner = make_planner(cfg.planner, **planner_kwargs)
     proprio_weight = cfg.proprio_weight if spec.get("proprio_dim", 0) else 0.0  # models without proprio: none
-    objective = goal_objective(spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=proprio_weight)
+    objective = goal_objective(
+        spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
+    )
     return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, bf16=cfg.bf16)
 
 

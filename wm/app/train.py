@@ -5,6 +5,10 @@ Overrides are `key=value` pairs: training fields (`lr=1e-3`, `batch_size=16`, `b
 `predictor.depth=4`, `predictor.conditioning=adaln`, `unet.channels=[32,64,64]` for diffusion) and data fields
 (`val_fraction=0.1`, `split_seed=0`).
 Values are parsed as JSON where possible (`true`, `3`, `1e-3`), else taken as strings.
+
+`--init CHECKPOINT` fine-tunes: the model (architecture, weights and the normalisation of its original data) comes
+from the checkpoint, and only training and data settings may be given. The usual use is data aggregation: collect
+episodes with the planner in the loop (`wm collect --policy mpc`), append them to the training store, fine-tune.
 """
 
 from __future__ import annotations
@@ -92,6 +96,20 @@ def split_config(kind: str, overrides: dict) -> tuple[LatentWMConfig, TrainConfi
         raise WMError(f"bad setting: {e}") from None
 
 
+def init_from(path: str, kind: str, overrides: dict) -> tuple[object, tuple]:
+    """The model config and `(model, config)` of checkpoint `path` to fine-tune; model settings can't change."""
+    from wm.models.checkpoint import load_checkpoint
+
+    model, config = load_checkpoint(path)
+    if config["model"]["kind"] != kind:
+        raise WMError(f"{path} holds a {config['model']['kind']} model; pass --model {config['model']['kind']}")
+    model_names = {f.name for f in fields(model_config_class(kind))}
+    changed = sorted(set(overrides) & model_names)
+    if changed:
+        raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(changed)}")
+    return model_config_class(kind)(**config["model"]), (model, config)
+
+
 def run_train(
     data: str,
     kind: str,
@@ -100,6 +118,7 @@ def run_train(
     epochs: int | None = None,
     overrides: list[str] = (),
     encoder_weights: str | None = None,
+    init: str | None = None,
 ) -> dict:
     if kind not in MODEL_DEFAULTS:
         raise WMError(f"unknown --model {kind!r}; use jepa, dino or diffusion")
@@ -109,18 +128,28 @@ def run_train(
             raise WMError("--encoder-weights is for --model dino (the JEPA encoder trains from pixels)")
         parsed.setdefault("encoder", {})["weights"] = encoder_weights
     model_cfg, train_cfg, data_cfg = split_config(kind, parsed)
+    initial = None
+    if init is not None:
+        model_cfg, initial = init_from(init, kind, parsed)
     store = EpisodeStore.open(data)
     for key in ("rgb", "proprio", "action"):
         if not store.has(key):
             raise WMError(f"{data} has no {key!r}; world models train on stores made by `wm collect`")
     spec = store.spec
+    if initial is not None and initial[1]["data"]["spec"] != spec:
+        trained_on = initial[1]["data"]["spec"]["env"]["id"]
+        raise WMError(
+            f"{data} holds other data ({spec['env']['id']}) than {init} was trained on; pass a store of "
+            f"{trained_on} with the same image size and episode length"
+        )
     model_cfg.image_size = int(store.keys["rgb"]["shape"][0])
     model_cfg.action_dim = int(store.keys["action"]["shape"][0])
     model_cfg.proprio_dim = int(store.keys["proprio"]["shape"][0])
     train_eps, val_eps = split_episodes(store.num_episodes, data_cfg["val_fraction"], data_cfg["split_seed"])
     if len(train_eps) == 0:
         raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
-    model_cfg.normalization = normalization_stats(store, train_eps)
+    if initial is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
+        model_cfg.normalization = normalization_stats(store, train_eps)
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
     keys, wrap = ["rgb", "proprio"], None
     if kind == "diffusion":  # action bounds, success labels and goal images for its success head
@@ -131,7 +160,7 @@ def run_train(
 
     from wm.models.checkpoint import build_world_model
 
-    model = build_world_model(model_cfg.to_dict())
+    model = build_world_model(model_cfg.to_dict()) if initial is None else initial[0].train()
     if kind == "dino":
         from wm.data.features import ensure_feature_cache
 
@@ -158,6 +187,8 @@ def run_train(
             **data_cfg,
         },
     }
+    if initial is not None:
+        run_config["init"] = {"checkpoint": str(Path(init).resolve()), "step": initial[1].get("step")}
     trainer = Trainer(model, train_ds, val_ds, train_cfg, out, run_config)
     resumed = trainer.resume()
     if resumed:
