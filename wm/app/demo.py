@@ -2,8 +2,9 @@
 
 Pipeline: collect noisy-expert and random-action episodes (the random ones show the model what walls and
 contacts do, which expert data alone never shows) -> train a JEPA world model (time-boxed) -> evaluate its open-loop
-predictions on held-out episodes against copy-last -> video of real vs imagined frames -> MPC with CEM from goal
-images of held-out episodes, success judged by the env after a fixed budget. Each stage prints what it did;
+predictions on held-out episodes against copy-last -> video of real vs imagined frames -> MPC with iCEM from goal
+images of held-out episodes (iCEM replans ~2x faster than CEM at the same settings, which keeps the demo inside 10
+minutes on 2 cores), success judged by the env after a fixed budget. Each stage prints what it did;
 `demo.json` (the config) and `report.json` sit next to every artefact in a fresh run folder.
 """
 
@@ -92,11 +93,12 @@ def run_demo(
     val_episode = json.loads((run / "model" / "model" / "config.json").read_text())["data"]["val_episodes"][0]
     video = imagine_episode(run / "model" / "model", run / "data", val_episode, run / "imagined.mp4")
 
-    print(f"[5/5] MPC with CEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, 50-step budget)")
+    print(f"[5/5] MPC with iCEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, 50-step budget)")
     plan_cfg = PlanConfig(
         checkpoint=str(run / "model" / "model"),
         env=env_id,
         episodes=plan_goals,
+        planner="icem",
         out=str(run / "plan"),
         seed=seed,
         bf16=native_bf16(),
