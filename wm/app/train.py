@@ -7,8 +7,9 @@ Overrides are `key=value` pairs: training fields (`lr=1e-3`, `batch_size=16`, `b
 Values are parsed as JSON where possible (`true`, `3`, `1e-3`), else taken as strings.
 
 `--init CHECKPOINT` fine-tunes: the model (architecture, weights and the normalisation of its original data) comes
-from the checkpoint, and only training and data settings may be given. The usual use is data aggregation: collect
-episodes with the planner in the loop (`wm collect --policy mpc`), append them to the training store, fine-tune.
+from the checkpoint, and only training and data settings may be given. The usual use: append new episodes (more
+data, another behaviour policy) to a store with the checkpoint's spec and go on training from it, without starting
+over.
 """
 
 from __future__ import annotations
