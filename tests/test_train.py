@@ -179,40 +179,28 @@ def test_bf16_autocast_switch_trains_on_cpu(maze, tmp_path):
 def test_init_fine_tunes_a_checkpoint_keeping_its_model_and_normalisation(maze, tmp_path):
     run_train(str(maze), "jepa", str(tmp_path / "base"), steps=4, overrides=TINY_JEPA)
     base, base_cfg = load_checkpoint(tmp_path / "base" / "model")
-    tuned_dir = tmp_path / "tuned"
+
+    def fine_tune(name, overrides, kind="jepa", steps=2):
+        run_train(
+            str(maze),
+            kind,
+            str(tmp_path / name),
+            steps=steps,
+            overrides=overrides,
+            init=str(tmp_path / "base" / "model"),
+        )
+        return load_checkpoint(tmp_path / name / "model")
+
     # lr=0: the fine-tuned parameters must be exactly the checkpoint's, not a fresh model's (BatchNorm's running
     # statistics still move)
-    run_train(
-        str(maze),
-        "jepa",
-        str(tuned_dir),
-        steps=2,
-        overrides=["lr=0", "batch_size=4"],
-        init=str(tmp_path / "base" / "model"),
-    )
-    tuned, cfg = load_checkpoint(tuned_dir / "model")
+    tuned, cfg = fine_tune("tuned", ["lr=0", "batch_size=4"])
     assert cfg["model"] == base_cfg["model"] and cfg["init"]["step"] == 4
     params = zip(base.parameters(), tuned.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in params)
-    run_train(
-        str(maze),
-        "jepa",
-        str(tmp_path / "moved"),
-        steps=2,
-        overrides=["batch_size=4"],
-        init=str(tmp_path / "base" / "model"),
-    )
-    moved, _ = load_checkpoint(tmp_path / "moved" / "model")
+    moved, _ = fine_tune("moved", ["batch_size=4"])
     assert not torch.equal(base.predictor.head.weight, moved.predictor.head.weight)
     assert torch.equal(base.action_mean, moved.action_mean)
     with pytest.raises(WMError, match="drop the model setting"):
-        run_train(
-            str(maze),
-            "jepa",
-            str(tmp_path / "x"),
-            steps=1,
-            overrides=["num_hist=3"],
-            init=str(tmp_path / "base" / "model"),
-        )
+        fine_tune("x", ["num_hist=3"], steps=1)
     with pytest.raises(WMError, match="pass --model jepa"):
-        run_train(str(maze), "dino", str(tmp_path / "y"), steps=1, init=str(tmp_path / "base" / "model"))
+        fine_tune("y", [], kind="dino", steps=1)

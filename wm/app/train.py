@@ -97,8 +97,8 @@ def split_config(kind: str, overrides: dict) -> tuple[LatentWMConfig, TrainConfi
         raise WMError(f"bad setting: {e}") from None
 
 
-def init_from(path: str, kind: str, overrides: dict) -> tuple[object, tuple]:
-    """The model config and `(model, config)` of checkpoint `path` to fine-tune; model settings can't change."""
+def init_from(path: str, kind: str, overrides: dict) -> tuple[object, object, dict]:
+    """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune; model settings can't change."""
     from wm.models.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(path)
@@ -108,7 +108,7 @@ def init_from(path: str, kind: str, overrides: dict) -> tuple[object, tuple]:
     changed = sorted(set(overrides) & model_names)
     if changed:
         raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(changed)}")
-    return model_config_class(kind)(**config["model"]), (model, config)
+    return model_config_class(kind)(**config["model"]), model, config
 
 
 def run_train(
@@ -129,16 +129,16 @@ def run_train(
             raise WMError("--encoder-weights is for --model dino (the JEPA encoder trains from pixels)")
         parsed.setdefault("encoder", {})["weights"] = encoder_weights
     model_cfg, train_cfg, data_cfg = split_config(kind, parsed)
-    initial = None
+    init_model = init_config = None
     if init is not None:
-        model_cfg, initial = init_from(init, kind, parsed)
+        model_cfg, init_model, init_config = init_from(init, kind, parsed)
     store = EpisodeStore.open(data)
     for key in ("rgb", "proprio", "action"):
         if not store.has(key):
             raise WMError(f"{data} has no {key!r}; world models train on stores made by `wm collect`")
     spec = store.spec
-    if initial is not None and initial[1]["data"]["spec"] != spec:
-        trained_on = initial[1]["data"]["spec"]["env"]["id"]
+    if init_config is not None and init_config["data"]["spec"] != spec:
+        trained_on = init_config["data"]["spec"]["env"]["id"]
         raise WMError(
             f"{data} holds other data ({spec['env']['id']}) than {init} was trained on; pass a store of "
             f"{trained_on} with the same image size and episode length"
@@ -149,7 +149,7 @@ def run_train(
     train_eps, val_eps = split_episodes(store.num_episodes, data_cfg["val_fraction"], data_cfg["split_seed"])
     if len(train_eps) == 0:
         raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
-    if initial is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
+    if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
         model_cfg.normalization = normalization_stats(store, train_eps)
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
     keys, wrap = ["rgb", "proprio"], None
@@ -161,7 +161,7 @@ def run_train(
 
     from wm.models.checkpoint import build_world_model
 
-    model = build_world_model(model_cfg.to_dict()) if initial is None else initial[0].train()
+    model = build_world_model(model_cfg.to_dict()) if init_model is None else init_model.train()
     if kind == "dino":
         from wm.data.features import ensure_feature_cache
 
@@ -188,8 +188,8 @@ def run_train(
             **data_cfg,
         },
     }
-    if initial is not None:
-        run_config["init"] = {"checkpoint": str(Path(init).resolve()), "step": initial[1].get("step")}
+    if init_config is not None:
+        run_config["init"] = {"checkpoint": str(Path(init).resolve()), "step": init_config.get("step")}
     trainer = Trainer(model, train_ds, val_ds, train_cfg, out, run_config)
     resumed = trainer.resume()
     if resumed:
