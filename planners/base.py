@@ -8,13 +8,15 @@ Shapes: B problems x S samples x H horizon x A action dims.
 - After a plan, `last_costs (B,)` holds the returned sequences' costs and `last_cost_history (iterations, B)` the
   best cost so far after each iteration; both stay on the device (no host sync).
 
-Planners are dataclasses (their fields are their JSON config); `PLANNERS` maps names to classes and
-`make_planner(name, **fields)` builds one.
+Every planner is a dataclass (its fields are its JSON config) on `PlannerBase`, whose `plan` is the one loop they
+share: start from the warm start, then per iteration `propose` a population (B, S, H, A), score it with ONE
+cost_fn call, keep the best sequence ever evaluated, and `update` the search distribution. A planner fills in
+`begin` (its search state), `propose` and `update`, and `end` if it keeps anything for the next plan.
+`planners.registry` maps names to planner classes.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,10 +97,38 @@ class PlannerBase:
                           "it must map (B, S, H, A) actions to (B, S) costs")  # fmt: skip
         return costs.nan_to_num(nan=torch.inf, posinf=torch.inf)
 
-    def finish(self, best: Tensor, best_costs: Tensor, history: list[Tensor]) -> Tensor:
-        """Record the diagnostics of a plan and return its solution (B, H, A)."""
+    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
+        """(B, H, A) best sequences for B problems; `init (B, H, A)` warm-starts the search (see each planner)."""
+        start = self.start(batch_size, init)  # (B, H, A)
+        search = self.begin(start, warm=init is not None)
+        best, best_costs = start, torch.full((batch_size,), torch.inf, device=self.device)
+        history = []
+        for i in range(self.iterations):
+            actions = self.propose(search, i)  # (B, S_i, H, A)
+            costs = self.evaluate(cost_fn, actions)  # (B, S_i)
+            best, best_costs = keep_best(best, best_costs, actions.detach(), costs.detach())
+            self.update(search, i, actions, costs)
+            history.append(best_costs)
+        self.end(search)
         self.last_costs, self.last_cost_history = best_costs, torch.stack(history)
         return best
+
+    # ------------------------------- what each planner fills in (each also declares an `iterations` field)
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        """The search state of one plan, from the clipped start sequences `start (B, H, A)`; `warm` says whether
+        they are a warm start."""
+        raise NotImplementedError
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        """The population `(B, S_i, H, A)` (inside the bounds) to evaluate at `iteration`."""
+        raise NotImplementedError
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        """Move the search toward the cheap samples: `actions (B, S_i, H, A)`, `costs (B, S_i)`."""
+        raise NotImplementedError
+
+    def end(self, search: dict) -> None:
+        """Keep what the next plan should start from (nothing by default)."""
 
 
 def select(actions: Tensor, costs: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -112,33 +142,3 @@ def keep_best(best: Tensor, best_costs: Tensor, actions: Tensor, costs: Tensor) 
     cheapest, cost = select(actions, costs, 1)
     better = cost[:, 0] < best_costs
     return torch.where(better[:, None, None], cheapest[:, 0], best), torch.where(better, cost[:, 0], best_costs)
-
-
-@functools.cache
-def _registry() -> dict[str, type]:
-    # imported here: the planner modules import this one
-    from planners.cem import CEM
-    from planners.cmaes import CMAES
-    from planners.gradient import GradientPlanner
-    from planners.icem import ICEM
-    from planners.mppi import MPPI
-
-    return {"cem": CEM, "icem": ICEM, "mppi": MPPI, "cmaes": CMAES, "gradient": GradientPlanner}
-
-
-def __getattr__(name: str) -> dict[str, type]:
-    """`PLANNERS`, the name -> class registry, built on first access (PEP 562)."""
-    if name == "PLANNERS":
-        return _registry()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def make_planner(name: str, **fields) -> Planner:
-    """Build the planner called `name` ("cem", "icem", "mppi", "cmaes", "gradient") from its dataclass fields."""
-    registry = _registry()
-    if name not in registry:
-        raise WMError(f"unknown planner {name!r}: choose one of {', '.join(registry)}")
-    try:
-        return registry[name](**fields)
-    except TypeError as exc:
-        raise WMError(f"planner {name!r}: {exc}; see the fields of {registry[name].__name__}") from exc

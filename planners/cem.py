@@ -9,14 +9,16 @@ the best sequence ever evaluated is returned. `init_std` and `min_std` are fract
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from planners.base import CostFn, PlannerBase, keep_best, select
+from planners.base import PlannerBase, select
 from wm.errors import WMError
 
-# DINO-WM's planner (ANCHORS.md): horizon 5, 300 samples, top 30, 30 iterations, init std 1 in normalised actions.
+# DINO-WM's planner (Zhou et al. 2024, "DINO-WM: World Models on Pre-trained Visual Features enable Zero-shot
+# Planning", arXiv:2411.04983): horizon 5, 300 samples, top 30, 30 iterations, init std 1 in normalised actions.
 DINO_WM_PRESET = {"horizon": 5, "samples": 300, "elites": 30, "iterations": 30, "init_std": 1.0}
 
 
@@ -28,29 +30,28 @@ class CEM(PlannerBase):
     init_std: float = 1.0
     min_std: float = 1e-3
 
+    BUDGET: ClassVar[dict[str, str]] = {"samples": "samples", "elites": "elites", "iterations": "iterations"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.elites <= self.samples or self.iterations < 1:
             raise WMError(f"CEM needs 1 <= elites <= samples and iterations >= 1, got {self.elites}/{self.samples}/"
                           f"{self.iterations}: fix the planner config")  # fmt: skip
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` warm-starts the mean."""
-        mean = self.start(batch_size, init)  # (B, H, A)
-        std = (self.init_std * self.half_range).expand_as(mean).clone()
-        min_std = self.min_std * self.half_range
-        best, best_costs = mean, torch.full((batch_size,), torch.inf, device=self.device)
-        history = []
-        for i in range(self.iterations):
-            noise = torch.randn(
-                (batch_size, self.samples, *mean.shape[1:]), generator=self.generator, device=self.device
-            )
-            actions = self.clip(mean[:, None] + std[:, None] * noise)  # (B, S, H, A)
-            if i == 0:
-                actions[:, 0] = mean
-            costs = self.evaluate(cost_fn, actions)  # (B, S)
-            best, best_costs = keep_best(best, best_costs, actions, costs)
-            elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
-            mean, std = elites.mean(1), elites.std(1, correction=0).maximum(min_std)
-            history.append(best_costs)
-        return self.finish(best, best_costs, history)
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        return {"mean": start, "std": (self.init_std * self.half_range).expand_as(start).clone()}
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        mean, std = search["mean"], search["std"]  # (B, H, A) each
+        noise = torch.randn(
+            (mean.shape[0], self.samples, *mean.shape[1:]), generator=self.generator, device=self.device
+        )
+        actions = self.clip(mean[:, None] + std[:, None] * noise)  # (B, S, H, A)
+        if iteration == 0:
+            actions[:, 0] = mean
+        return actions
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
+        search["mean"] = elites.mean(1)
+        search["std"] = elites.std(1, correction=0).maximum(self.min_std * self.half_range)

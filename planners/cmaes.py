@@ -11,13 +11,14 @@ is drawn from the planner's generator, so the same seed gives the same plan. Ret
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cma
 import numpy as np
 import torch
 from torch import Tensor
 
-from planners.base import CostFn, PlannerBase, keep_best
+from planners.base import PlannerBase
 from wm.errors import WMError
 
 
@@ -27,14 +28,15 @@ class CMAES(PlannerBase):
     iterations: int = 30
     sigma0: float = 0.5
 
+    BUDGET: ClassVar[dict[str, str]] = {"samples": "popsize", "iterations": "iterations"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.popsize < 2 or self.iterations < 1 or self.sigma0 <= 0:
             raise WMError("CMA-ES needs popsize >= 2, iterations >= 1 and sigma0 > 0: fix the planner config")
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` is each strategy's start x0."""
-        start = self.start(batch_size, init)  # (B, H, A)
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        batch_size = start.shape[0]
         seeds = torch.randint(1, 2**31 - 1, (batch_size,), generator=self.generator, device=self.device).tolist()
         options = {
             "popsize": self.popsize,
@@ -46,18 +48,17 @@ class CMAES(PlannerBase):
         strategies = [
             cma.CMAEvolutionStrategy(x0[b], self.sigma0, {**options, "seed": seeds[b]}) for b in range(batch_size)
         ]
-        best, best_costs = start, torch.full((batch_size,), torch.inf, device=self.device)
-        history = []
-        for i in range(self.iterations):
-            asked = [es.ask() for es in strategies]  # B lists of S arrays (H * A,)
-            candidates = torch.as_tensor(np.array(asked), dtype=torch.float32, device=self.device)
-            actions = self.clip(candidates.unflatten(2, (self.horizon, self.action_dim)))  # (B, S, H, A)
-            if i == 0:
-                actions = torch.cat([actions, start[:, None]], dim=1)
-            costs = self.evaluate(cost_fn, actions)  # (B, S) or (B, S + 1)
-            best, best_costs = keep_best(best, best_costs, actions, costs)
-            fitness = costs[:, : self.popsize].double().cpu().numpy()  # (B, S) on the host, for pycma
-            for es, solutions, values in zip(strategies, asked, fitness, strict=True):
-                es.tell(solutions, values.tolist())
-            history.append(best_costs)
-        return self.finish(best, best_costs, history)
+        return {"start": start, "strategies": strategies}
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        search["asked"] = [es.ask() for es in search["strategies"]]  # B lists of S arrays (H * A,)
+        candidates = torch.as_tensor(np.array(search["asked"]), dtype=torch.float32, device=self.device)
+        actions = self.clip(candidates.unflatten(2, (self.horizon, self.action_dim)))  # (B, S, H, A)
+        if iteration == 0:
+            actions = torch.cat([actions, search["start"][:, None]], dim=1)  # (B, S + 1, H, A)
+        return actions
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        fitness = costs[:, : self.popsize].double().cpu().numpy()  # (B, S) on the host, for pycma
+        for es, solutions, values in zip(search["strategies"], search["asked"], fitness, strict=True):
+            es.tell(solutions, values.tolist())

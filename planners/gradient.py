@@ -11,11 +11,12 @@ only). Returns the best sequence evaluated per problem (the warm start included)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from planners.base import CostFn, PlannerBase, keep_best
+from planners.base import CostFn, PlannerBase
 from wm.errors import WMError
 
 
@@ -25,6 +26,8 @@ class GradientPlanner(PlannerBase):
     iterations: int = 100
     lr: float = 0.1
 
+    BUDGET: ClassVar[dict[str, str]] = {"iterations": "iterations"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.restarts < 1 or self.iterations < 1 or self.lr <= 0:
@@ -32,24 +35,23 @@ class GradientPlanner(PlannerBase):
 
     def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
         """(B, H, A) best sequences for B problems; `init (B, H, A)` is restart 0."""
-        start = self.start(batch_size, init)  # (B, H, A)
-        shape = (batch_size, self.restarts, self.horizon, self.action_dim)
+        with torch.enable_grad():  # a caller under torch.no_grad() still gets gradients
+            return super().plan(cost_fn, batch_size, init)
+
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        shape = (start.shape[0], self.restarts, self.horizon, self.action_dim)
         fraction = torch.rand(shape, generator=self.generator, device=self.device)  # position inside the bounds
-        if init is not None:
+        if warm:
             fraction[:, 0] = (start - self.lower) / (self.upper - self.lower)
         params = torch.logit(fraction, eps=1e-6).requires_grad_()
-        optimizer = torch.optim.Adam([params], lr=self.lr)
-        best, best_costs = start, torch.full((batch_size,), torch.inf, device=self.device)
-        history = []
-        with torch.enable_grad():
-            for _ in range(self.iterations):
-                actions = self.lower + (self.upper - self.lower) * torch.sigmoid(params)  # (B, S, H, A)
-                costs = self.evaluate(cost_fn, actions)  # (B, S)
-                if not costs.requires_grad:
-                    raise WMError("cost_fn is not differentiable (no grad through it): use a sampling planner "
-                                  "or remove torch.no_grad()/detach() from the world model and objective")  # fmt: skip
-                best, best_costs = keep_best(best, best_costs, actions.detach(), costs.detach())
-                (params.grad,) = torch.autograd.grad(costs.sum(), params)  # not into the world model's weights
-                optimizer.step()
-                history.append(best_costs)
-        return self.finish(best, best_costs, history)
+        return {"params": params, "optimizer": torch.optim.Adam([params], lr=self.lr)}
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        return self.lower + (self.upper - self.lower) * torch.sigmoid(search["params"])  # (B, S, H, A)
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        if not costs.requires_grad:
+            raise WMError("cost_fn is not differentiable (no grad through it): use a sampling planner "
+                          "or remove torch.no_grad()/detach() from the world model and objective")  # fmt: skip
+        (search["params"].grad,) = torch.autograd.grad(costs.sum(), search["params"])  # not into the model's weights
+        search["optimizer"].step()

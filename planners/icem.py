@@ -14,11 +14,12 @@ Population sizes vary, so cost_fn sees (B, S_i, H, A) with a different S_i per i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from planners.base import CostFn, PlannerBase, keep_best, select
+from planners.base import PlannerBase, select
 from wm.errors import WMError
 
 
@@ -49,6 +50,8 @@ class ICEM(PlannerBase):
     init_std: float = 1.0
     min_std: float = 1e-3
 
+    BUDGET: ClassVar[dict[str, str]] = {"samples": "samples", "elites": "elites", "iterations": "iterations"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.elites <= self.samples or self.iterations < 1 or self.decay < 1:
@@ -61,29 +64,33 @@ class ICEM(PlannerBase):
             self.kept_elites = super().shift(self.kept_elites.flatten(0, 1)).unflatten(0, self.kept_elites.shape[:2])
         return super().shift(solution)
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` warm-starts the mean and revives kept elites."""
-        mean = self.start(batch_size, init)  # (B, H, A)
-        std = (self.init_std * self.half_range).expand_as(mean).clone()
-        min_std, gains = self.min_std * self.half_range, colored_filter(self.horizon, self.beta, self.device)
-        kept = mean.new_zeros((batch_size, 0, *mean.shape[1:]))  # (B, K, H, A) elites carried over: none yet
-        if init is not None and self.kept_elites is not None and self.kept_elites.shape[0] == batch_size:
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        kept = start.new_zeros((start.shape[0], 0, *start.shape[1:]))  # (B, K, H, A) elites carried over: none yet
+        if warm and self.kept_elites is not None and self.kept_elites.shape[0] == start.shape[0]:
             kept = self.kept_elites
-        num_kept = max(1, round(self.keep_fraction * self.elites))
-        best, best_costs = mean, torch.full((batch_size,), torch.inf, device=self.device)
-        history = []
-        for i in range(self.iterations):
-            num = max(round(self.samples * self.decay**-i), 2 * self.elites)
-            noise = colored_noise((batch_size, num, *mean.shape[1:]), gains, self.generator)
-            extra = [mean[:, None]] if i == self.iterations - 1 or (i == 0 and init is not None) else []
-            sampled = mean[:, None] + std[:, None] * noise
-            actions = self.clip(torch.cat([sampled, kept, *extra], dim=1))  # (B, S_i, H, A)
-            costs = self.evaluate(cost_fn, actions)  # (B, S_i)
-            best, best_costs = keep_best(best, best_costs, actions, costs)
-            elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
-            kept = elites[:, :num_kept]
-            mean = self.momentum * mean + (1 - self.momentum) * elites.mean(1)
-            std = (self.momentum * std + (1 - self.momentum) * elites.std(1, correction=0)).maximum(min_std)
-            history.append(best_costs)
-        self.kept_elites = kept
-        return self.finish(best, best_costs, history)
+        return {
+            "mean": start,
+            "std": (self.init_std * self.half_range).expand_as(start).clone(),
+            "gains": colored_filter(self.horizon, self.beta, self.device),
+            "kept": kept,
+            "warm": warm,
+        }
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        mean, std = search["mean"], search["std"]  # (B, H, A) each
+        num = max(round(self.samples * self.decay**-iteration), 2 * self.elites)
+        noise = colored_noise((mean.shape[0], num, *mean.shape[1:]), search["gains"], self.generator)
+        last, first_warm = iteration == self.iterations - 1, iteration == 0 and search["warm"]
+        extra = [mean[:, None]] if last or first_warm else []
+        return self.clip(torch.cat([mean[:, None] + std[:, None] * noise, search["kept"], *extra], dim=1))
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
+        search["kept"] = elites[:, : max(1, round(self.keep_fraction * self.elites))]
+        m = self.momentum
+        search["mean"] = m * search["mean"] + (1 - m) * elites.mean(1)
+        std = m * search["std"] + (1 - m) * elites.std(1, correction=0)
+        search["std"] = std.maximum(self.min_std * self.half_range)
+
+    def end(self, search: dict) -> None:
+        self.kept_elites = search["kept"]

@@ -16,15 +16,53 @@ because held saturated actions exploit the model's ignorance of walls. Off by de
 
 With `bf16=True` the world model's rollouts and the objective run under bfloat16 autocast (costs come back in fp32);
 on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32.
+
+`MPCConfig` holds the settings `wm plan` and `wm validate` share; `build_mpc(model, cfg, seed)` makes the controller
+they describe, and `RobotMPC` drives one robot with it (the robot control loop's `Controller` interface).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from planners.objectives import Objective
+from planners.base import Planner
+from planners.objectives import Objective, goal_objective
+from planners.registry import planner_from_budget
+from wm.models.protocol import WorldModel
+
+
+@dataclass
+class MPCConfig:
+    """Planner, search budget, objective and replanning of an MPC controller (the CLI flags of the same names)."""
+
+    planner: str = "cem"
+    samples: int = 300
+    iterations: int = 10  # DINO-WM's count for PointMaze and Wall
+    elites: int = 30
+    horizon: int = 8  # 40 env steps: room to go around a wall toward a goal 25 path steps away (DINO-WM: 5)
+    replan_every: int = 1
+    hold_in_block: bool = False  # one env action per world-model block (see the module docstring)
+    objective_mode: str = "weighted"  # see planners.objectives; "last" is DINO-WM's
+    proprio_weight: float = 10.0
+    proprio_mode: str = "last"  # the proprio term on the last imagined frame only: end the horizon at the goal
+    bf16: bool = False  # world-model rollouts under bfloat16 autocast
+
+
+def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu") -> MPCController:
+    """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`."""
+    spec = model.spec
+    action_dim = spec["env_action_dim"] if cfg.hold_in_block else spec["action_dim"]
+    budget = {"samples": cfg.samples, "elites": cfg.elites, "iterations": cfg.iterations}
+    planner = planner_from_budget(cfg.planner, cfg.horizon, action_dim, seed=seed, device=device, **budget)
+    proprio_weight = cfg.proprio_weight if spec.get("proprio_dim", 0) else 0.0  # models without proprio: none
+    objective = goal_objective(
+        spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
+    )
+    return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16)
 
 
 class MPCController:
@@ -32,8 +70,8 @@ class MPCController:
 
     def __init__(
         self,
-        model,
-        planner,
+        model: WorldModel,
+        planner: Planner,
         objective: Objective,
         replan_every: int = 1,
         hold_in_block: bool = False,
@@ -118,3 +156,23 @@ class MPCController:
         self._executed = [*self._executed[-self.frameskip :], action]
         self.steps += 1
         return action
+
+
+class RobotMPC:
+    """MPC for one robot, as the control loop drives it: `reset(goal_obs)` with one goal observation, then
+    `act(obs) -> (frameskip, A)`: the env actions of one world-model block from this observation."""
+
+    def __init__(self, mpc: MPCController):
+        self.mpc = mpc
+
+    def reset(self, goal_obs: dict) -> None:
+        self.mpc.reset({k: np.asarray(v)[None] for k, v in goal_obs.items()})
+
+    def act(self, obs: dict) -> np.ndarray:
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        return np.stack([self.mpc.act(batch)[0].cpu().numpy() for _ in range(self.mpc.frameskip)])
+
+    @property
+    def latencies(self) -> list[float]:
+        """Seconds of each replan since the last reset."""
+        return list(self.mpc.latencies)

@@ -10,11 +10,12 @@ warm start; `temperature` is in cost units: small = greedy, large = plain averag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from planners.base import CostFn, PlannerBase, keep_best
+from planners.base import PlannerBase
 from wm.errors import WMError
 
 
@@ -25,26 +26,24 @@ class MPPI(PlannerBase):
     temperature: float = 1.0
     noise_std: float = 0.3
 
+    BUDGET: ClassVar[dict[str, str]] = {"samples": "samples", "iterations": "iterations"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.samples < 2 or self.iterations < 1 or self.temperature <= 0:
             raise WMError("MPPI needs samples >= 2, iterations >= 1 and temperature > 0: fix the planner config")
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` is the nominal sequence to perturb."""
-        nominal = self.start(batch_size, init)  # (B, H, A)
-        std = self.noise_std * self.half_range  # (A,)
-        best, best_costs = nominal, torch.full((batch_size,), torch.inf, device=self.device)
-        history = []
-        for _ in range(self.iterations):
-            noise = torch.randn(
-                (batch_size, self.samples, *nominal.shape[1:]), generator=self.generator, device=self.device
-            )
-            noise[:, 0] = 0
-            actions = self.clip(nominal[:, None] + std * noise)  # (B, S, H, A)
-            costs = self.evaluate(cost_fn, actions)  # (B, S)
-            best, best_costs = keep_best(best, best_costs, actions, costs)
-            weights = torch.softmax(-(costs - costs.min(1, keepdim=True).values) / self.temperature, dim=1)
-            nominal = (weights[:, :, None, None] * actions).sum(1)
-            history.append(best_costs)
-        return self.finish(best, best_costs, history)
+    def begin(self, start: Tensor, warm: bool) -> dict:
+        return {"nominal": start}
+
+    def propose(self, search: dict, iteration: int) -> Tensor:
+        nominal = search["nominal"]  # (B, H, A)
+        noise = torch.randn(
+            (nominal.shape[0], self.samples, *nominal.shape[1:]), generator=self.generator, device=self.device
+        )
+        noise[:, 0] = 0
+        return self.clip(nominal[:, None] + self.noise_std * self.half_range * noise)  # (B, S, H, A)
+
+    def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
+        weights = torch.softmax(-(costs - costs.min(1, keepdim=True).values) / self.temperature, dim=1)
+        search["nominal"] = (weights[:, :, None, None] * actions).sum(1)

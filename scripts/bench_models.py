@@ -22,13 +22,14 @@ import time
 import torch
 
 from envs.collector import collect
-from wm.app.collect import store_layout
-from wm.app.diffusion_data import prepare_diffusion_data
-from wm.app.train import split_config
 from wm.data.features import ensure_feature_cache
+from wm.data.goal_images import success_training_data
+from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
+from wm.data.training_set import fill_from_store
 from wm.data.windows import WindowConfig, WindowDataset, normalization_stats
-from wm.models.checkpoint import build_world_model
+from wm.models.registry import build_world_model
+from wm.run_config import split_config
 
 
 def make_store(path: str) -> EpisodeStore:
@@ -99,10 +100,12 @@ def imagine_rate(model, batch: int = 32, horizon: int = 5, repeats: int = 2) -> 
 
 def diffusion_bench(store: EpisodeStore, window: WindowConfig, steps: int, batch_size: int) -> dict:
     cfg, _, _ = split_config("diffusion", {})
+    fill_from_store(cfg, store)
     cfg.normalization = normalization_stats(store, range(store.num_episodes))
-    extra_keys, wrap = prepare_diffusion_data(store, cfg)
+    extra_keys, wrap = success_training_data(store, cfg)
     model = build_world_model(cfg.to_dict())
-    ds = wrap(WindowDataset(store, range(store.num_episodes), window, ("rgb", *extra_keys)))
+    ds = WindowDataset(store, range(store.num_episodes), window, ("rgb", *extra_keys))
+    ds = wrap(ds) if wrap is not None else ds
     return {
         "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "sampler": f"{cfg.sampler}, {cfg.sampling_steps} steps",

@@ -2,9 +2,10 @@
 
 - `planners`: per-replan latency of every planner through the MPC controller, on the same world model, the same
   B problems (real observations and goals of a built-in env) and the same budget of samples x iterations;
-- `reference`: the same CEM budget through a faithful DINO-WM-style loop (ANCHORS.md): one problem at a time, the
-  start observation re-encoded for every sample in every iteration, rollouts recomputed from scratch (no KV cache),
-  fp32, a host sync (`.item()`) every iteration; `speedup` = its time per problem / ours per problem;
+- `reference`: the same CEM budget through a loop in the style of DINO-WM's planner (Zhou et al. 2024, "DINO-WM",
+  arXiv:2411.04983): one problem at a time, the start observation re-encoded for every sample in every iteration,
+  rollouts recomputed from scratch (no KV cache), fp32, a host sync (`.item()`) every iteration; `speedup` = its
+  time per problem / ours per problem;
 - `mppi_vs_pytorch_mppi`: ms per MPC command of our MPPI and of the `pytorch_mppi` package (`pip install -e
   ".[bench]"`) on the same toy dynamics and cost (a 2-D double integrator, K samples, horizon T);
 - `flops`: the machine's dense matmul FLOP/s (fp32 and bf16) and the FLOP/s our CEM replan achieves in each
@@ -25,9 +26,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from envs.registry import make_env
-from planners.base import make_planner
 from planners.mpc import MPCController
 from planners.objectives import goal_objective
+from planners.registry import make_planner
 from wm.models.checkpoint import load_checkpoint
 
 PLANNER_BUDGETS = {  # the same 3000 candidate evaluations per replan (gradient: 30 restarts x 100 Adam steps)

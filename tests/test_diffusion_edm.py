@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import EDMEulerScheduler
 
-from wm.app.eval_model import ssim
+from wm.evaluation.metrics import ssim
 from wm.models.diffusion.action_encoding import two_hot
 from wm.models.diffusion.edm import EDM
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from envs.collector import collect
-from planners.base import make_planner
 from planners.mpc import MPCController
 from planners.objectives import goal_objective
+from planners.registry import make_planner
 from wm.app.cli import main
-from wm.app.collect import store_layout
+from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.models.checkpoint import build_world_model, load_checkpoint, save_checkpoint
 from wm.models.diffusion.world_model import DiffusionWMConfig, DiffusionWorldModel

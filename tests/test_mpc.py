@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from planners.base import make_planner
 from planners.mpc import MPCController
 from planners.objectives import GoalObjective, goal_objective
+from planners.registry import make_planner
 
 
 class ToyModel:
@@ -122,7 +122,7 @@ def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
 
 
 def test_goals_at_rest_zero_only_the_velocities_and_leave_the_recorded_goal_alone():
-    from wm.app.plan import goal_batch
+    from wm.goals import goal_batch
 
     proprio = np.array([0.5, -0.2, 0.9, -1.1], np.float32)
     pairs = [{"goal_obs": {"rgb": np.zeros((4, 4, 3), np.uint8), "proprio": proprio.copy()}}]

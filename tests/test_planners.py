@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from planners.base import PLANNERS, make_planner
 from planners.cem import CEM, DINO_WM_PRESET
 from planners.icem import colored_filter, colored_noise
+from planners.registry import PLANNERS, make_planner
 from wm.errors import WMError
 
 H, A = 4, 2

@@ -14,8 +14,8 @@ import torch
 
 from envs.collector import collect
 from wm.app.cli import main
-from wm.app.collect import store_layout
 from wm.app.train import run_train
+from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
 from wm.errors import WMError

@@ -1,4 +1,4 @@
-"""Writing videos people can look at: tiled frame grids, upscaled with nearest-neighbour, saved as MP4."""
+"""Writing videos people can look at: clips side by side, upscaled with nearest-neighbour, saved as MP4."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import imageio.v2 as imageio
 import numpy as np
 
 
-def tile(frames: list[np.ndarray], cols: int, pad: int = 2) -> np.ndarray:
-    """Tile same-length clips `[(T, H, W, 3) uint8]` into one clip `(T, rows*(H+pad), cols*(W+pad), 3)`."""
-    t, h, w, _ = frames[0].shape
-    rows = -(-len(frames) // cols)
-    out = np.full((t, rows * (h + pad), cols * (w + pad), 3), 255, np.uint8)
-    for i, clip in enumerate(frames):
-        r, c = divmod(i, cols)
-        out[:, r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = clip
-    return out
+def side_by_side(clips: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Same-length clips `[(T, H, W_i, 3) uint8]` joined left to right with white gaps `gap` px wide."""
+    spacer = np.full((*clips[0].shape[:2], gap, 3), 255, np.uint8)
+    return np.concatenate([c for clip in clips for c in (clip, spacer)][:-1], axis=2)
 
 
 def upscale(clip: np.ndarray, factor: int) -> np.ndarray:

@@ -43,9 +43,40 @@ _seed = _int_at_least(0)
 
 def _config_from_args(cls, args: argparse.Namespace, **overrides):
     """A config dataclass filled from the flags of the same name (argparse turns `--image-size` into
-    `image_size`); fields without a flag keep their defaults."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    `image_size`), nested config dataclasses included; fields without a flag keep their defaults."""
+    given = {}
+    for f in dataclasses.fields(cls):
+        nested = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(nested):
+            given[f.name] = _config_from_args(type(nested), args)
+        elif hasattr(args, f.name):
+            given[f.name] = getattr(args, f.name)
     return cls(**{**given, **overrides})
+
+
+def _add_mpc_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `planners.mpc.MPCConfig`: planner, search budget, objective, replanning."""
+    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
+    p.add_argument("--samples", type=_positive_int, default=300)
+    p.add_argument("--iterations", type=_positive_int, default=10)
+    p.add_argument("--elites", type=_positive_int, default=30, help="CEM/iCEM elites (at most --samples)")
+    p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
+    p.add_argument("--horizon", type=_positive_int, default=8, help="planning horizon in world-model steps")
+    p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
+    p.add_argument("--proprio-weight", type=float, default=10.0, help="weight of the proprio term in the objective")
+    p.add_argument(
+        "--objective-mode",
+        default="weighted",
+        choices=("last", "all", "weighted"),
+        help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
+    )
+    p.add_argument(
+        "--proprio-mode",
+        default="last",
+        choices=("last", "all", "weighted"),
+        help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
+    )
+    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,38 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--env", required=True, help="built-in env id the checkpoint was trained on")
     p.add_argument("--episodes", type=_positive_int, default=50, help="goals to reach (planned in one batch)")
-    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
     p.add_argument("--goal-source", default="dataset", choices=("dataset", "random"))
     p.add_argument("--budget", type=_positive_int, default=50, help="env steps per episode")
     p.add_argument("--goal-offset", type=_positive_int, default=25, help="env steps from start to goal (dataset)")
     p.add_argument("--data", help="store with held-out episodes for dataset goals (default: the training store)")
     p.add_argument("--out", default=None, help="results directory (default runs/plan/<timestamp>)")
-    p.add_argument("--samples", type=_positive_int, default=300)
-    p.add_argument("--iterations", type=_positive_int, default=10)
-    p.add_argument("--elites", type=_positive_int, default=30, help="CEM/iCEM elites (at most --samples)")
-    p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
-    p.add_argument("--horizon", type=_positive_int, default=8, help="planning horizon in world-model steps")
-    p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
-    p.add_argument("--proprio-weight", type=float, default=10.0, help="weight of the proprio term in the objective")
-    p.add_argument(
-        "--objective-mode",
-        default="weighted",
-        choices=("last", "all", "weighted"),
-        help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
-    )
-    p.add_argument(
-        "--proprio-mode",
-        default="last",
-        choices=("last", "all", "weighted"),
-        help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
-    )
+    _add_mpc_flags(p)
     p.add_argument(
         "--goal-velocity",
         default="rest",
         choices=("rest", "observed"),
         help="zero the goal's proprio velocities (arrive and stay) or keep the goal frame's",
     )
-    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
     p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP)")
@@ -169,13 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hz", type=float, default=None, help="control rate (default: the robot's)")
     p.add_argument("--async-plan", action="store_true", help="plan the next chunk while the current one runs")
     p.add_argument("--chunk", type=_positive_int, default=5, help="random controller: actions per chunk")
-    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
-    p.add_argument("--samples", type=_positive_int, default=300)
-    p.add_argument("--iterations", type=_positive_int, default=10)
-    p.add_argument("--elites", type=_positive_int, default=30)
-    p.add_argument("--horizon", type=_positive_int, default=8)
-    p.add_argument("--replan-every", type=_positive_int, default=1)
-    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    _add_mpc_flags(p)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per robot request before retrying")
     p.add_argument("--seed", type=_seed, default=0)
 
@@ -218,7 +223,7 @@ def _run(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
         print(f"next: wm eval-model --checkpoint {summary['checkpoint']} --data {args.data}")
     elif args.command == "eval-model":
-        from wm.app.eval_model import evaluate
+        from wm.evaluation.open_loop import evaluate
 
         print(json.dumps(evaluate(args.checkpoint, args.data, args.horizon, args.windows), indent=2))
     elif args.command == "imagine":

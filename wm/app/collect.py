@@ -8,9 +8,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
+from wm.data.layout import goals_reached_in, store_layout
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
 
@@ -39,49 +39,6 @@ class CollectConfig:
             raise WMError(f"--image-size must be in [16, 1024], got {self.image_size}")
         if self.seed < 0:
             raise WMError(f"--seed must be non-negative, got {self.seed}")
-
-
-def goals_reached_in(success: np.ndarray) -> int:
-    """Number of times an episode's `success (L,)` column switches on: goals reached (goals chain mid-episode)."""
-    return int(np.sum(np.diff(np.asarray(success, dtype=np.int8), prepend=0) == 1))
-
-
-def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
-    """`(keys, spec)` of a store for `env_id`: per-frame shapes/dtypes and the env/observation/action spec."""
-    from envs.registry import is_builtin, make_env
-
-    env = make_env(env_id, image_size, steps)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-        proprio_dim = obs_space["proprio"].shape[0]
-        action_dim = act_space.shape[0]
-        base = env.unwrapped
-        state_dim = int(base.state_dim) if hasattr(base, "state_dim") else None
-        control_dt = float(getattr(base, "control_dt", 0.0)) or None
-    finally:
-        env.close()
-    keys = {
-        "rgb": {"shape": [image_size, image_size, 3], "dtype": "uint8"},
-        "proprio": {"shape": [proprio_dim], "dtype": "float32"},
-        "action": {"shape": [action_dim], "dtype": "float32"},
-        "success": {"shape": [], "dtype": "bool"},
-        "reward": {"shape": [], "dtype": "float32"},
-    }
-    if state_dim is not None:
-        keys["state"] = {"shape": [state_dim], "dtype": "float64"}
-        if is_builtin(env_id):
-            keys["goal"] = {"shape": [state_dim], "dtype": "float64"}
-    spec = {
-        "env": {"id": env_id, "image_size": image_size, "episode_steps": steps, "control_dt": control_dt},
-        "observation": {"rgb": keys["rgb"], "proprio": keys["proprio"]},
-        "action": {
-            "shape": [action_dim],
-            "low": np.asarray(act_space.low).tolist(),
-            "high": np.asarray(act_space.high).tolist(),
-            "alignment": "action[t] is applied at frame t; the last frame of an episode has action 0",
-        },
-    }
-    return keys, spec
 
 
 def open_or_create(out: Path, keys: dict, spec: dict) -> EpisodeStore:

@@ -14,13 +14,14 @@ import json
 import time
 from pathlib import Path
 
+from planners.mpc import MPCConfig
 from wm.app.collect import CollectConfig, run_collect
-from wm.app.eval_model import evaluate
 from wm.app.imagine import imagine_episode
 from wm.app.info import print_info, summarize
 from wm.app.plan import PlanConfig, run_plan
 from wm.app.train import run_train
 from wm.errors import WMError
+from wm.evaluation.open_loop import evaluate
 
 
 def new_run_dir(parent) -> Path:
@@ -98,10 +99,9 @@ def run_demo(
         checkpoint=str(run / "model" / "model"),
         env=env_id,
         episodes=plan_goals,
-        planner="icem",
         out=str(run / "plan"),
         seed=seed,
-        bf16=native_bf16(),
+        mpc=MPCConfig(planner="icem", bf16=native_bf16()),
     )
     planned = run_plan(plan_cfg)
     lo, hi = planned["success_95ci"]

@@ -6,24 +6,19 @@ the right half shows its decoded imagination, the left half what really happened
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
 from wm.models.checkpoint import load_checkpoint
-from wm.video import upscale, write_mp4
+from wm.outputs import require_new_file
+from wm.video import side_by_side, upscale, write_mp4
 
 
 @torch.no_grad()
 def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4) -> dict:
-    out = Path(out)
-    if out.exists():
-        raise WMError(f"{out} already exists; pass a new --out file")
-    if out.suffix.lower() != ".mp4":
-        raise WMError(f"--out must be an .mp4 file, got {out.name}")
+    out = require_new_file(out, ".mp4")
     model, _ = load_checkpoint(checkpoint)
     spec = model.spec
     h, fs = spec["num_hist"], spec["frameskip"]
@@ -45,8 +40,7 @@ def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4) -> dict
     real = frames[h : h + len(imagined)]
     imagined_all = np.concatenate([frames[:h], imagined[: len(real)]])
     real_all = frames[: h + len(real)]
-    gap = np.full((*real_all.shape[:2], 2, 3), 255, np.uint8)
-    clip = upscale(np.concatenate([real_all, gap, imagined_all], axis=2), scale)
+    clip = upscale(side_by_side([real_all, imagined_all]), scale)
     fps = max(1, round(1.0 / (fs * (store.spec.get("env", {}).get("control_dt") or 0.1))))
     write_mp4(out, clip, fps=fps)
     err = float(np.mean((imagined[: len(real)].astype(np.float32) - real.astype(np.float32)) ** 2))

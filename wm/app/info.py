@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wm.app.collect import goals_reached_in
+from wm.data.layout import goals_reached_in
 from wm.data.store import EpisodeStore
-from wm.errors import WMError  # noqa: F401  (raised by verify through store.read)
 
 
 def summarize(path, check: bool = False) -> dict:

@@ -16,30 +16,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
 from pathlib import Path
 
+from wm.data.goal_images import success_training_data
 from wm.data.store import EpisodeStore
-from wm.data.windows import WindowConfig, WindowDataset, normalization_stats, split_episodes
+from wm.data.training_set import fill_from_store, window_datasets
+from wm.data.windows import WindowConfig, normalization_stats, split_episodes
 from wm.errors import WMError
-from wm.models.latent_world_model import LatentWMConfig
-from wm.train import TrainConfig, Trainer
-
-DATA_FIELDS = {"val_fraction": 0.1, "split_seed": 0}
-
-# CPU-sized defaults per model family (DINO-WM / LeWM shapes, scaled down for 64 px and 2 cores)
-MODEL_DEFAULTS = {
-    "jepa": {
-        "encoder": {"arch": "vit", "patch_size": 16, "width": 96, "depth": 3, "heads": 4, "out_dim": 64},
-        "predictor": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0, "conditioning": "adaln"},
-    },
-    "dino": {
-        "encoder": {"variant": "vits14", "image_size": 56, "pool": None, "weights": None},
-        "predictor": {"dim": 256, "depth": 4, "heads": 8, "dropout": 0.1, "conditioning": "concat"},
-    },
-    # DIAMOND's UNet (4 levels x 64 channels), scaled down: 3 levels, pixels folded 2x2 into channels
-    "diffusion": {"unet": {"channels": [32, 64, 64], "layers_per_block": 1, "norm_groups": 8, "patch_size": 2}},
-}
+from wm.models.registry import FAMILIES
+from wm.run_config import init_from, split_config
+from wm.train import Trainer
 
 
 def _parse_value(text: str):
@@ -64,53 +50,6 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def model_config_class(kind: str) -> type:
-    if kind == "diffusion":
-        from wm.models.diffusion.world_model import DiffusionWMConfig
-
-        return DiffusionWMConfig
-    return LatentWMConfig
-
-
-def split_config(kind: str, overrides: dict) -> tuple[LatentWMConfig, TrainConfig, dict]:
-    """Route overrides to the model, training and data configs; unknown keys are an error."""
-    model_cls = model_config_class(kind)
-    train_names = {f.name for f in fields(TrainConfig)}
-    model_names = {f.name for f in fields(model_cls)} - {"kind", "normalization"}
-    train_kw, model_kw, data_kw = {}, {}, dict(DATA_FIELDS)
-    for key, value in overrides.items():
-        if key in train_names:
-            train_kw[key] = value
-        elif key in model_names:
-            model_kw[key] = value
-        elif key in data_kw:
-            data_kw[key] = value
-        else:
-            known = sorted(train_names | model_names | set(DATA_FIELDS))
-            raise WMError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
-    defaults = MODEL_DEFAULTS[kind]
-    for nested in defaults:
-        model_kw[nested] = {**defaults[nested], **model_kw.get(nested, {})}
-    try:
-        return model_cls(kind=kind, **model_kw), TrainConfig(**train_kw), data_kw
-    except TypeError as e:
-        raise WMError(f"bad setting: {e}") from None
-
-
-def init_from(path: str, kind: str, overrides: dict) -> tuple[object, object, dict]:
-    """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune; model settings can't change."""
-    from wm.models.checkpoint import load_checkpoint
-
-    model, config = load_checkpoint(path)
-    if config["model"]["kind"] != kind:
-        raise WMError(f"{path} holds a {config['model']['kind']} model; pass --model {config['model']['kind']}")
-    model_names = {f.name for f in fields(model_config_class(kind))}
-    changed = sorted(set(overrides) & model_names)
-    if changed:
-        raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(changed)}")
-    return model_config_class(kind)(**config["model"]), model, config
-
-
 def run_train(
     data: str,
     kind: str,
@@ -121,8 +60,8 @@ def run_train(
     encoder_weights: str | None = None,
     init: str | None = None,
 ) -> dict:
-    if kind not in MODEL_DEFAULTS:
-        raise WMError(f"unknown --model {kind!r}; use jepa, dino or diffusion")
+    if kind not in FAMILIES:
+        raise WMError(f"unknown --model {kind!r}; use one of {', '.join(FAMILIES)}")
     parsed = parse_overrides(list(overrides))
     if encoder_weights:
         if kind != "dino":
@@ -132,53 +71,32 @@ def run_train(
     init_model = init_config = None
     if init is not None:
         model_cfg, init_model, init_config = init_from(init, kind, parsed)
-    store = EpisodeStore.open(data)
-    for key in ("rgb", "proprio", "action"):
-        if not store.has(key):
-            raise WMError(f"{data} has no {key!r}; world models train on stores made by `wm collect`")
-    spec = store.spec
-    if init_config is not None and init_config["data"]["spec"] != spec:
-        trained_on = init_config["data"]["spec"]["env"]["id"]
-        raise WMError(
-            f"{data} holds other data ({spec['env']['id']}) than {init} was trained on; pass a store of "
-            f"{trained_on} with the same image size and episode length"
-        )
-    model_cfg.image_size = int(store.keys["rgb"]["shape"][0])
-    model_cfg.action_dim = int(store.keys["action"]["shape"][0])
-    model_cfg.proprio_dim = int(store.keys["proprio"]["shape"][0])
-    train_eps, val_eps = split_episodes(store.num_episodes, data_cfg["val_fraction"], data_cfg["split_seed"])
-    if len(train_eps) == 0:
-        raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
-    if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
-        model_cfg.normalization = normalization_stats(store, train_eps)
+    with EpisodeStore.open(data) as store:
+        spec = store.spec
+        if init_config is not None and init_config["data"]["spec"] != spec:
+            trained_on = init_config["data"]["spec"]["env"]["id"]
+            raise WMError(
+                f"{data} holds other data ({spec['env']['id']}) than {init} was trained on; pass a store of "
+                f"{trained_on} with the same image size and episode length"
+            )
+        fill_from_store(model_cfg, store)
+        train_eps, val_eps = split_episodes(store.num_episodes, data_cfg["val_fraction"], data_cfg["split_seed"])
+        if len(train_eps) == 0:
+            raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
+        if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
+            model_cfg.normalization = normalization_stats(store, train_eps)
+        success_keys, wrap = success_training_data(store, model_cfg)  # labels (and goal images) of a success head
+        keys = [*FAMILIES[kind].data_keys, *success_keys]
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
-    keys, wrap = ["rgb", "proprio"], None
-    if kind == "diffusion":  # action bounds, success labels and goal images for its success head
-        from wm.app.diffusion_data import prepare_diffusion_data
-
-        extra_keys, wrap = prepare_diffusion_data(store, model_cfg)
-        keys += extra_keys
-
-    from wm.models.checkpoint import build_world_model
-
-    model = build_world_model(model_cfg.to_dict()) if init_model is None else init_model.train()
-    if kind == "dino":
-        from wm.data.features import ensure_feature_cache
-
-        store.close()
-        keys.append(ensure_feature_cache(data, model.encoder))
-        store = EpisodeStore.open(data)
-    rename = {keys[-1]: "features"} if kind == "dino" else None
-    train_ds = WindowDataset(store, train_eps, window, keys=keys, rename=rename)
-    val_ds = WindowDataset(store, val_eps, window, keys=keys, rename=rename) if len(val_eps) else None
-    if wrap is not None:
-        train_ds, val_ds = wrap(train_ds), (wrap(val_ds) if val_ds is not None else None)
+    model = FAMILIES[kind].build(model_cfg.to_dict()) if init_model is None else init_model.train()
+    encoder = getattr(model, "encoder", None)
+    train_ds, val_ds = window_datasets(data, keys, window, train_eps, val_eps, encoder=encoder, wrap=wrap)
     if epochs is not None:
         train_cfg.steps = max(1, math.ceil(epochs * len(train_ds) / train_cfg.batch_size))
     elif steps is not None:
         train_cfg.steps = steps
     run_config = {
-        "model": model_cfg.to_dict(),
+        "model": model.cfg.to_dict(),
         "data": {
             "store": str(Path(data).resolve()),
             "spec": spec,

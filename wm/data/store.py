@@ -26,6 +26,7 @@ import zarr
 from wm import __version__
 from wm.data.lock import StoreLock
 from wm.errors import WMError
+from wm.outputs import require_empty_dir
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 1 << 20  # aim for ~1 MiB chunks: a training window reads one or two rgb chunks
@@ -67,8 +68,7 @@ class EpisodeStore:
     def create(cls, path, keys: Mapping[str, Mapping], spec: Mapping, chunk_rows: Mapping[str, int] | None = None):
         """Create a new, empty store at `path` (which must not exist or be an empty directory) and lock it."""
         root = Path(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise WMError(f"{root} already exists and is not an empty directory; choose a new path")
+        require_empty_dir(root, "an episode store", "choose a new path")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -20,22 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from wm.errors import WMError
+from wm.models.registry import build_world_model
 
 FORMAT = 1
-
-
-def build_world_model(model_cfg: dict) -> torch.nn.Module:
-    """Instantiate the world model a config describes (the `"kind"` field picks the family)."""
-    kind = model_cfg.get("kind")
-    if kind in ("jepa", "dino"):
-        from wm.models.latent_world_model import LatentWMConfig, LatentWorldModel
-
-        return LatentWorldModel(LatentWMConfig(**model_cfg))
-    if kind == "diffusion":
-        from wm.models.diffusion.world_model import DiffusionWMConfig, DiffusionWorldModel
-
-        return DiffusionWorldModel(DiffusionWMConfig(**model_cfg))
-    raise WMError(f"checkpoint model kind {kind!r} is unknown to this wm-engine; upgrade or check the checkpoint")
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -318,12 +318,33 @@ class DinoV2Encoder(nn.Module):
             raise WMError(f"unknown normalize {normalize!r}; use 'imagenet' (DINOv2's) or 'half' (DINO-WM's [-1, 1])")
         self.variant, self.image_size, self.grid = variant, image_size, grid
         self.pool, self.use_cls, self.normalize = pool, bool(use_cls), normalize
+        self._weights = None if weights is None else str(weights)
         self.model, self._weights_sha256 = self._build(weights)
         self.model.requires_grad_(False)
         mean, std = NORMALIZATIONS[normalize]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         super().train(False)
+
+    @classmethod
+    def from_config(cls, settings: dict, image_size: int) -> DinoV2Encoder:
+        """The encoder of a world model from its `settings` (this class's arguments); its input size is its own
+        `image_size` setting (frames of the model's `image_size` are resized to it)."""
+        try:
+            return cls(**settings)
+        except TypeError as e:
+            raise WMError(f"bad DINOv2 encoder setting: {e}") from None
+
+    def settings(self) -> dict:
+        """Every setting of this encoder (what `from_config` takes)."""
+        return {
+            "variant": self.variant,
+            "image_size": self.image_size,
+            "pool": self.pool,
+            "use_cls": self.use_cls,
+            "weights": self._weights,
+            "normalize": self.normalize,
+        }
 
     def _build(self, weights: str | Path | None) -> tuple[nn.Module, str]:
         name = DINOV2_VARIANTS[self.variant]

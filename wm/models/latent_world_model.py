@@ -1,8 +1,9 @@
 """The latent world model: an encoder, a block-causal predictor, and (for looking only) a decoder.
 
-Two recipes share everything but the encoder:
+Two recipes (families in `wm.models.registry`) share everything but the encoder, which is passed in:
   "dino"  frozen DINOv2 patch tokens (DINO-WM); training reads them from the feature cache when present.
   "jepa"  a pixel encoder trained end to end with the predictor under SIGReg (LeWM); the offline default.
+A frozen encoder's targets are detached and carry no SIGReg; a trainable one is regularised by SIGReg.
 
 Latents `z (B, T, N, D)`: N tokens per frame, each the visual token (Dv) concatenated with a learned embedding of
 proprioception (Dp, tiled over the N tokens), as in DINO-WM. Actions are the env's actions stacked over
@@ -11,7 +12,7 @@ proprioception (Dp, tiled over the N tokens), as in DINO-WM. Actions are the env
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,6 @@ from torch import nn
 
 from wm.errors import WMError
 from wm.models.decoder import LatentDecoder
-from wm.models.pixel_encoder import PixelEncoder, PixelEncoderConfig
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
 from wm.models.protocol import base_spec
 from wm.models.sigreg import sigreg
@@ -35,8 +35,8 @@ class LatentWMConfig:
     action_dim: int = 2  # env action dims (before stacking)
     proprio_dim: int = 4
     proprio_emb_dim: int = 10  # 0 disables proprio conditioning
-    encoder: dict = field(default_factory=dict)  # PixelEncoderConfig fields (jepa) / DinoV2Encoder kwargs (dino)
-    predictor: dict = field(default_factory=dict)  # PredictorConfig overrides (dim, depth, heads, conditioning...)
+    encoder: dict = field(default_factory=dict)  # the encoder's settings (PixelEncoderConfig / DinoV2Encoder's)
+    predictor: dict = field(default_factory=dict)  # PredictorConfig settings (dim, depth, heads, conditioning...)
     sigreg_weight: float = 0.1
     sigreg_proj: int = 256
     rollout_weight: float = 0.0  # weight of the multi-step loss over the num_pred frames
@@ -59,17 +59,10 @@ def _stats(norm: dict, key: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
 class LatentWorldModel(nn.Module):
     """World-model contract: `encode(obs) -> z`, `rollout(z_hist, actions) -> z_future`, `decode(z) -> rgb`."""
 
-    def __init__(self, cfg: LatentWMConfig):
+    def __init__(self, cfg: LatentWMConfig, encoder: nn.Module):
+        """`encoder(images (B, 3, H, W) in [0, 1]) -> (B, N, Dv)` with `num_tokens`, `dim` and `settings()`."""
         super().__init__()
-        self.cfg = cfg
-        if cfg.kind == "jepa":
-            self.encoder = PixelEncoder(PixelEncoderConfig(**{"image_size": cfg.image_size, **cfg.encoder}))
-        elif cfg.kind == "dino":
-            from wm.models.dinov2 import DinoV2Encoder
-
-            self.encoder = DinoV2Encoder(**cfg.encoder)
-        else:
-            raise WMError(f"unknown latent model kind {cfg.kind!r}; use 'jepa' or 'dino'")
+        self.encoder = encoder
         self.num_tokens, self.visual_dim = self.encoder.num_tokens, self.encoder.dim
         self.proprio_proj = nn.Linear(cfg.proprio_dim, cfg.proprio_emb_dim) if cfg.proprio_emb_dim else None
         self.latent_dim = self.visual_dim + cfg.proprio_emb_dim
@@ -81,6 +74,10 @@ class LatentWorldModel(nn.Module):
             **cfg.predictor,
         )
         self.predictor = BlockCausalPredictor(pred_cfg)
+        shapes = ("latent_dim", "tokens_per_frame", "action_dim", "num_hist")  # derived from the model, not settings
+        predictor = {f.name: getattr(pred_cfg, f.name) for f in fields(pred_cfg) if f.name not in shapes}
+        self.cfg = cfg = replace(cfg, encoder=encoder.settings(), predictor=predictor)  # every setting, recorded
+        self.frozen_encoder = not any(p.requires_grad for p in encoder.parameters())
         self.decoder = (
             LatentDecoder(self.visual_dim, self.num_tokens, cfg.image_size, cfg.decoder_width) if cfg.decoder else None
         )
@@ -136,6 +133,17 @@ class LatentWorldModel(nn.Module):
         past = None if past_actions is None else self.normalize_actions(past_actions)
         return self.predictor.rollout(z_hist, self.normalize_actions(actions), past, use_cache=use_cache)
 
+    @property
+    def can_decode(self) -> bool:
+        return self.decoder is not None
+
+    @property
+    def success_mode(self) -> str | None:
+        return None
+
+    def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
+        raise WMError("this latent world model has no success head")
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents `(..., N, D)` -> images `(..., H, W, 3)` float in [0, 1] (visual part only)."""
         if self.decoder is None:
@@ -154,17 +162,17 @@ class LatentWorldModel(nn.Module):
             visual = self.encode_visual(batch["rgb"])
         z = self.join(visual, batch.get("proprio"))
         target = z[:, 1:]
-        if self.cfg.kind == "dino" or self.proprio_proj is not None:
+        if self.frozen_encoder or self.proprio_proj is not None:
             # frozen features: nothing to learn in the target; proprio targets are detached as in DINO-WM
             target = torch.cat([target[..., : self.visual_dim], target[..., self.visual_dim :].detach()], dim=-1)
-            if self.cfg.kind == "dino":
+            if self.frozen_encoder:
                 target = target.detach()
         actions = self.normalize_actions(batch["action"].float())
         pred = self.predictor(z[:, :-1], actions)
         loss_pred = F.mse_loss(pred, target)
         loss = loss_pred
         metrics = {"pred": loss_pred.detach(), "copy_last": F.mse_loss(z[:, :-1], z[:, 1:]).detach()}
-        if self.cfg.kind == "jepa" and self.cfg.sigreg_weight > 0:
+        if not self.frozen_encoder and self.cfg.sigreg_weight > 0:
             reg = sigreg(visual.reshape(-1, self.visual_dim), num_proj=self.cfg.sigreg_proj)
             loss = loss + self.cfg.sigreg_weight * reg
             metrics["sigreg"] = reg.detach()

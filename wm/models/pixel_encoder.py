@@ -9,7 +9,7 @@ under SIGReg; no pretrained weights, no EMA target, no stop-gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import timm
 import torch
@@ -24,11 +24,11 @@ from wm.errors import WMError
 class PixelEncoderConfig:
     arch: str = "vit"  # "vit" (timm VisionTransformer) or "cnn" (timm resnet10t)
     image_size: int = 64
-    patch_size: int = 8
-    width: int = 128
-    depth: int = 4
+    patch_size: int = 16
+    width: int = 96
+    depth: int = 3
     heads: int = 4
-    out_dim: int = 128
+    out_dim: int = 64
     tokens: int = 1  # 1 = CLS token (LeWM); a square number = pooled patch grid (ViT only)
 
 
@@ -71,6 +71,18 @@ class PixelEncoder(nn.Module):
             nn.GELU(),
             nn.Linear(2 * cfg.out_dim, cfg.out_dim),
         )
+
+    @classmethod
+    def from_config(cls, settings: dict, image_size: int) -> PixelEncoder:
+        """The encoder of a world model: `settings` (PixelEncoderConfig fields) at the model's `image_size`."""
+        try:
+            return cls(PixelEncoderConfig(**{"image_size": image_size, **settings}))
+        except TypeError as e:
+            raise WMError(f"bad encoder setting: {e}; see PixelEncoderConfig") from None
+
+    def settings(self) -> dict:
+        """Every setting of this encoder (what `from_config` takes)."""
+        return asdict(self.cfg)
 
     @property
     def num_tokens(self) -> int:

@@ -31,20 +31,21 @@ class PredictorConfig:
 
     `latent_dim` D and `tokens_per_frame` N describe a frame `(N, D)`; `action_dim` is the raw (frameskip-stacked)
     action width; `num_hist` is the attention window in frames; `rope_base` sets the RoPE frequencies (frame offsets
-    are small, so a small base spreads the channels' angular speeds over them).
+    are small, so a small base spreads the channels' angular speeds over them). The defaults are the JEPA world
+    model's, CPU-sized (LeWM's AdaLN conditioning); the DINO family sets its own in `wm.models.registry`.
     """
 
     latent_dim: int
     tokens_per_frame: int
     action_dim: int
     num_hist: int = 3
-    dim: int = 256
-    depth: int = 6
-    heads: int = 8
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
     mlp_ratio: float = 4.0
-    dropout: float = 0.1
+    dropout: float = 0.0
     action_emb_dim: int = 10
-    conditioning: str = "concat"
+    conditioning: str = "adaln"
     rope_base: float = 100.0
 
     def __post_init__(self) -> None:

@@ -10,11 +10,17 @@ import torch
 @runtime_checkable
 class WorldModel(Protocol):
     """Shapes: B problems, S candidate sequences, T history frames, H horizon, N tokens, D latent width,
-    A = frameskip * env action dims (actions are raw env actions stacked over frameskip)."""
+    A = frameskip * env action dims (actions are raw env actions stacked over frameskip).
+
+    Every model encodes and rolls out. Two capabilities are optional, and say whether they are there:
+    `can_decode` (imagined latents can be looked at as images) and `success_mode` (a success head scores latents
+    against a goal: "goal" when it needs the goal latent, "frame" when it reads the frame alone, None without one).
+    """
 
     @property
     def spec(self) -> dict:
-        """`action_dim`, `env_action_dim`, `frameskip`, `num_hist`, `image_size`, `tokens`, `latent_dim`, ..."""
+        """`kind`, `action_dim`, `env_action_dim`, `frameskip`, `num_hist`, `image_size`, `tokens`, `latent_dim`,
+        `visual_dim` (the first channels of a token are visual), `proprio_dim` (0: no proprio part)."""
         ...
 
     def encode(self, obs: dict) -> torch.Tensor:
@@ -25,8 +31,19 @@ class WorldModel(Protocol):
         """`z_hist (B, T, N, D)`, `actions (B, [S,] H, A)`, `past_actions (B, T-1, A)` -> `(B, [S,] H, N, D)`."""
         ...
 
+    @property
+    def can_decode(self) -> bool: ...
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """`(..., N, D)` -> images `(..., H, W, 3)` in [0, 1] (raises WMError when the model has no decoder)."""
+        """`(..., N, D)` -> images `(..., H, W, 3)` in [0, 1] (raises WMError when `can_decode` is False)."""
+        ...
+
+    @property
+    def success_mode(self) -> str | None: ...
+
+    def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
+        """Success logits `(...)` of latents `z (..., N, D)` against `z_goal` (broadcastable to `z`; needed when
+        `success_mode == "goal"`); `sigmoid` of it is the reward of an imagined env. Raises WMError without a head."""
         ...
 
 

@@ -22,7 +22,7 @@ imperfect frames in long rollouts; plus a success classifier on real frames (see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,7 @@ class DiffusionWorldModel(nn.Module):
         low = torch.tensor(cfg.action_low, dtype=torch.float32) if cfg.action_low is not None else mean - 3 * std
         high = torch.tensor(cfg.action_high, dtype=torch.float32) if cfg.action_high is not None else mean + 3 * std
         unet = {**UNET_DEFAULTS, **cfg.unet}
+        self.cfg = cfg = replace(cfg, unet=unet)  # every setting, recorded
         encoder = ActionEncoder(
             cfg.action_encoding,
             cfg.num_hist * cfg.frameskip * a,
@@ -138,6 +139,16 @@ class DiffusionWorldModel(nn.Module):
         """`{"rgb": (B, T, H, W, 3) uint8, ...}` -> pixel tokens `(B, T, H*W, 3)` in [-1, 1]."""
         rgb = obs["rgb"]
         return (rgb.float() / 127.5 - 1.0).flatten(-3, -2)
+
+    @property
+    def can_decode(self) -> bool:
+        return True
+
+    @property
+    def success_mode(self) -> str | None:
+        if self.success is None:
+            return None
+        return "goal" if self.success.goal else "frame"
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel tokens `(..., N, 3)` -> images `(..., H, W, 3)` in [0, 1]."""

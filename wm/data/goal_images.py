@@ -1,5 +1,5 @@
-"""Data wiring for the diffusion world model: action bounds from the store's spec, and success labels with goal
-images for its success head.
+"""Goal images for success heads: the observation rendered at each frame's goal state, and what a success head
+trains on (labels, with goal images where the store holds goal states of a built-in env).
 
 The built-in envs chain random goals that are not drawn in the frames, so the success head compares each frame
 with an image of its goal: the env's observation rendered at the goal state (`env.observe_state(goal)`, exactly
@@ -63,17 +63,17 @@ def goal_renderer(store: EpisodeStore, image_size: int) -> GoalImages | None:
     return GoalImages(env_id, image_size)
 
 
-def prepare_diffusion_data(store: EpisodeStore, model_cfg) -> tuple[list[str], Callable[[Dataset], Dataset]]:
-    """Fill `model_cfg`'s action bounds and success-head mode from the store; returns the extra window keys to read
+def success_training_data(store: EpisodeStore, model_cfg) -> tuple[list[str], Callable[[Dataset], Dataset] | None]:
+    """What a model's success head trains on: fills `model_cfg`'s success-head mode from the store (off without
+    `success` labels; frame-only without goal states of a built-in env) and returns the extra window keys to read
     and a wrapper for the window datasets (adds goal images when the head is goal-conditioned)."""
-    action = store.spec.get("action", {})
-    if model_cfg.action_low is None and "low" in action and "high" in action:
-        model_cfg.action_low, model_cfg.action_high = list(action["low"]), list(action["high"])
-    if not model_cfg.success_head or not store.has("success"):
+    if not getattr(model_cfg, "success_head", False):
+        return [], None
+    if not store.has("success"):
         model_cfg.success_head = False
-        return [], lambda ds: ds
+        return [], None
     render = goal_renderer(store, model_cfg.image_size) if model_cfg.success_goal else None
     if render is None:
         model_cfg.success_goal = False
-        return ["success"], lambda ds: ds
+        return ["success"], None
     return ["success", "goal"], lambda ds: WithGoalImages(ds, render)

@@ -1,9 +1,7 @@
-"""Recording for `wm validate`: the store layout of a validation run, one episode's frames, the latent goal
-distance, and the summary plot (the layout is documented in `wm.app.validate`)."""
+"""Recording a validation run: the store layout of the run, one episode's frames, and the latent goal distance
+(the layout is documented in `wm.validation.session`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -98,30 +96,3 @@ def store_keys(robot, chunk: int, with_model: bool, with_goal_states: bool) -> d
         if with_goal_states:
             keys["goal"] = keys["state"]
     return keys
-
-
-def write_plot(path: Path, state: dict, hz: float) -> None:
-    """Success per episode (judged and ground truth) and the step-latency histogram against the period."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per = state["per_episode"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    idx = np.arange(len(per))
-    ax1.bar(idx - 0.2, [e["judged_success"] for e in per], 0.4, label="judged", color="tab:green")
-    if per[0]["truth_success"] is not None:
-        ax1.bar(idx + 0.2, [e["truth_success"] for e in per], 0.4, label="ground truth", color="tab:gray")
-    ax1.set_xticks(idx)
-    ax1.set_xlabel("episode")
-    ax1.set_yticks([0, 1], ["fail", "success"])
-    ax1.legend(fontsize=8)
-    step_ms = np.asarray(state["steps"]["t_step"]) * 1000
-    ax2.hist(step_ms, bins=30, color="tab:blue")
-    ax2.axvline(1000 / hz, color="tab:red", linestyle="--", label=f"period {1000 / hz:.0f} ms")
-    ax2.set_xlabel("step latency (ms): observe + plan + send")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

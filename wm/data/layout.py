@@ -1,0 +1,49 @@
+"""What an env's episode store looks like (per-frame keys and the env/observation/action spec), and what its
+`success` column says about an episode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
+    """`(keys, spec)` of a store for `env_id`: per-frame shapes/dtypes and the env/observation/action spec."""
+    from envs.registry import is_builtin, make_env
+
+    env = make_env(env_id, image_size, steps)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        proprio_dim = obs_space["proprio"].shape[0]
+        action_dim = act_space.shape[0]
+        base = env.unwrapped
+        state_dim = int(base.state_dim) if hasattr(base, "state_dim") else None
+        control_dt = float(getattr(base, "control_dt", 0.0)) or None
+    finally:
+        env.close()
+    keys = {
+        "rgb": {"shape": [image_size, image_size, 3], "dtype": "uint8"},
+        "proprio": {"shape": [proprio_dim], "dtype": "float32"},
+        "action": {"shape": [action_dim], "dtype": "float32"},
+        "success": {"shape": [], "dtype": "bool"},
+        "reward": {"shape": [], "dtype": "float32"},
+    }
+    if state_dim is not None:
+        keys["state"] = {"shape": [state_dim], "dtype": "float64"}
+        if is_builtin(env_id):
+            keys["goal"] = {"shape": [state_dim], "dtype": "float64"}
+    spec = {
+        "env": {"id": env_id, "image_size": image_size, "episode_steps": steps, "control_dt": control_dt},
+        "observation": {"rgb": keys["rgb"], "proprio": keys["proprio"]},
+        "action": {
+            "shape": [action_dim],
+            "low": np.asarray(act_space.low).tolist(),
+            "high": np.asarray(act_space.high).tolist(),
+            "alignment": "action[t] is applied at frame t; the last frame of an episode has action 0",
+        },
+    }
+    return keys, spec
+
+
+def goals_reached_in(success: np.ndarray) -> int:
+    """Number of times an episode's `success (L,)` column switches on: goals reached (goals chain mid-episode)."""
+    return int(np.sum(np.diff(np.asarray(success, dtype=np.int8), prepend=0) == 1))

@@ -1,0 +1,101 @@
+"""Start/goal pairs for goal-reaching evaluation, and the goal observations a controller is given.
+
+A pair is `{"start": state | None, "goal": state | None, "goal_obs": {"rgb": (H, W, 3) uint8, "proprio": (P,)},
+"source": {...}}`: simulator states where they exist (the env resets to `start` and judges success against
+`goal`), and the observation at the goal, which is all a controller ever sees of it. Sources:
+- `dataset_goals`: held-out episodes of a store; start at time t, goal the observation at t + offset (the
+  stable-worldmodel protocol: goal 25 env steps ahead);
+- `random_goals`: an env reset and a goal state drawn by the env;
+- `file_goals`: an .npz of goal observations (and optional states) recorded on a robot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wm.data.store import EpisodeStore
+from wm.errors import WMError
+from wm.evaluation.splits import held_out_episodes
+
+
+def dataset_goals(store_path, config: dict, count: int, goal_offset: int, rng: np.random.Generator) -> list[dict]:
+    """`count` pairs from the episodes of `store_path` that the checkpoint (`config`) held out, each goal
+    `goal_offset` env steps after its start."""
+    path = Path(store_path)
+    env_id = config["data"]["spec"]["env"]["id"]
+    if not path.is_dir():
+        raise WMError(f"goal store {path} not found; pass a store of {env_id} (--data) or use random goals")
+    with EpisodeStore.open(path) as store:
+        if "state" not in store.keys:
+            raise WMError(f"{path} has no simulator states; dataset goals need a store collected from a built-in env")
+        episodes, _ = held_out_episodes(config, store)
+        lengths = store.episode_lengths()[episodes]
+        usable = episodes[lengths > goal_offset]
+        if len(usable) == 0:
+            raise WMError(f"no held-out episode is longer than the goal offset {goal_offset}; lower it")
+        pairs = []
+        for e in rng.choice(usable, size=count, replace=len(usable) < count):
+            ep = store.episode(int(e), ["state", "rgb", "proprio"])
+            t = int(rng.integers(0, len(ep["state"]) - goal_offset))
+            g = t + goal_offset
+            pairs.append(
+                {
+                    "start": ep["state"][t],
+                    "goal": ep["state"][g],
+                    "goal_obs": {"rgb": ep["rgb"][g], "proprio": ep["proprio"][g]},
+                    "source": {"episode": int(e), "t": t},
+                }
+            )
+    return pairs
+
+
+def random_goals(env, count: int, rng: np.random.Generator) -> list[dict]:
+    """`count` pairs of a random start (an env reset) and a random goal state drawn by the (built-in) env."""
+    pairs = []
+    for i in range(count):
+        _, info = env.reset(seed=int(rng.integers(2**31)))
+        goal = env.sample_goal(rng)
+        pairs.append({"start": info["state"], "goal": goal, "goal_obs": env.observe_state(goal), "source": {"i": i}})
+    return pairs
+
+
+def file_goals(path: Path) -> list[dict]:
+    """Pairs from an .npz holding `rgb (G, H, W, 3)`, `proprio (G, P)` and optionally `start`/`goal` states."""
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise WMError(
+            f"cannot read goals from {path} ({e}); pass an .npz with rgb (G, H, W, 3) and proprio (G, P)"
+        ) from None
+    if "rgb" not in arrays or "proprio" not in arrays:
+        raise WMError(f"{path} holds {sorted(arrays)}; goal files need rgb (G, H, W, 3) and proprio (G, P)")
+    n = len(arrays["rgb"])
+    if arrays["rgb"].ndim != 4 or arrays["proprio"].ndim != 2 or len(arrays["proprio"]) != n or n == 0:
+        raise WMError(f"{path}: rgb must be (G, H, W, 3) and proprio (G, P) with the same G > 0")
+    return [
+        {
+            "goal_obs": {"rgb": arrays["rgb"][i].astype(np.uint8), "proprio": arrays["proprio"][i].astype(np.float32)},
+            "start": arrays["start"][i] if "start" in arrays else None,
+            "goal": arrays["goal"][i] if "goal" in arrays else None,
+            "source": {"file": str(path), "index": i},
+        }
+        for i in range(n)
+    ]
+
+
+def goal_batch(pairs: list[dict], goal_velocity: str, velocity_dims: tuple[int, ...]) -> dict:
+    """The controller's goal observations `{"rgb": (B, H, W, 3), "proprio": (B, P)}` of start/goal `pairs`.
+
+    A goal image shows where to be, not how fast to move: with `goal_velocity="rest"` the proprio entries
+    `velocity_dims` are zero (arrive and stay); `"observed"` keeps the goal frame's velocities (DINO-WM's goals).
+    `pairs` is left as it is."""
+    if goal_velocity not in ("rest", "observed"):
+        raise WMError(f"goal velocity must be rest or observed, got {goal_velocity!r}")
+    proprio = np.stack([p["goal_obs"]["proprio"] for p in pairs])
+    if goal_velocity == "rest":
+        proprio[:, list(velocity_dims)] = 0.0
+    return {"rgb": np.stack([p["goal_obs"]["rgb"] for p in pairs]), "proprio": proprio}
