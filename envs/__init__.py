@@ -5,7 +5,13 @@ MuJoCo loads on first `gym.make`). Use `envs.registry.make_env` to get any env, 
 engine's observation contract.
 """
 
-import gymnasium as gym
+import os
+
+# MuJoCo picks its GL backend when it is first imported: render on the CPU through EGL unless the user chose one.
+# Every module that imports mujoco is inside this package, so this line runs first.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
 
 BUILTIN = {
     "wm/PointMaze-v0": ("envs.point_maze:PointMazeEnv", 100),

@@ -20,10 +20,6 @@ Success needs a user `is_success(state, goal)` hook: `has_success` says whether 
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # must happen before `import mujoco`; CPU rendering through EGL
-
 from collections.abc import Callable
 from typing import Any
 

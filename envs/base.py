@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # must happen before `import mujoco`; CPU rendering through EGL
 os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per process; parallelism is per env
 
 import gymnasium as gym
@@ -162,10 +161,6 @@ class MujocoImageEnv(gym.Env):
         obs = self._obs()
         self.set_state(saved)
         return obs
-
-    def render_state(self, state) -> np.ndarray:
-        """Render `state` without disturbing the running episode."""
-        return self.observe_state(state)["rgb"]
 
     def close(self):
         if self._renderer is not None:

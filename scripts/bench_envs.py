@@ -16,7 +16,7 @@ import numpy as np
 
 import envs
 from envs.registry import make_env
-from wm.app.collect import CollectConfig, run_collect
+from wm.data.collection import CollectConfig, run_collect
 
 
 def bench_render(env_id: str, size: int, frames: int) -> dict:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from wm.errors import WMError
-from wm.models import dinov2
+from wm.models import dinov2_weights
 from wm.models.dinov2 import DINOV2_VARIANTS, DinoV2Encoder, load_dinov2_weights
 
 
@@ -155,9 +155,9 @@ def test_position_table_is_resampled_like_dinov2_hub_models(layout_files, varian
 
 def test_file_hash_is_reported_and_enters_the_encoder_id(vits_files):
     encoder = DinoV2Encoder("vits14", 56, weights=vits_files["hf"])
-    assert encoder.weights_sha256 == dinov2.sha256_file(vits_files["hf"])
+    assert encoder.weights_sha256 == dinov2_weights.sha256_file(vits_files["hf"])
     assert encoder.weights_sha256[:12] in encoder.encoder_id
-    assert load_dinov2_weights(encoder.model, vits_files["meta"]) == dinov2.sha256_file(vits_files["meta"])
+    assert load_dinov2_weights(encoder.model, vits_files["meta"]) == dinov2_weights.sha256_file(vits_files["meta"])
 
 
 def test_giant_swiglu_keys_map_from_meta_and_hf_layouts():
@@ -166,7 +166,10 @@ def test_giant_swiglu_keys_map_from_meta_and_hf_layouts():
     state = model.state_dict()
     meta = timm_to_meta(state)
     assert "blocks.39.mlp.w12.weight" in meta and meta["pos_embed"].shape == (1, 1 + 37 * 37, 1536)
-    for mapped in (dinov2._meta_to_timm(meta), dinov2._meta_to_timm(dinov2._hf_to_meta(meta_to_hf(meta)))):
+    for mapped in (
+        dinov2_weights._meta_to_timm(meta),
+        dinov2_weights._meta_to_timm(dinov2_weights._hf_to_meta(meta_to_hf(meta))),
+    ):
         assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in state.items()}
 
 

@@ -82,9 +82,9 @@ def test_reset_options_set_start_and_goal(env_id):
     np.testing.assert_allclose(info2["state"][: env.model.nq], goal[: env.model.nq])
     assert info2["success"] and env.is_success(goal, goal)
     assert not env.is_success(start, goal) or env.goal_distance(start, goal) < 0.5
-    frame = env.render_state(start)
+    frame = env.observe_state(start)["rgb"]
     assert frame.shape == (64, 64, 3)
-    np.testing.assert_allclose(env.get_state(), info2["state"])  # render_state leaves the episode alone
+    np.testing.assert_allclose(env.get_state(), info2["state"])  # observe_state leaves the episode alone
     env.close()
 
 

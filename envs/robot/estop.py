@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 
@@ -22,7 +21,6 @@ class EStop:
         self.stop_file = Path(stop_file) if stop_file else None
         self.key = key
         self._reason: str | None = None
-        self.tripped_at: float | None = None  # time.time()
         self._previous: dict = {}
 
     def install(self) -> EStop:
@@ -41,7 +39,7 @@ class EStop:
 
     def trip(self, reason: str) -> None:
         if self._reason is None:
-            self._reason, self.tripped_at = reason, time.time()
+            self._reason = reason
 
     @property
     def reason(self) -> str | None:

@@ -205,12 +205,14 @@ def _run(args: argparse.Namespace) -> None:
             )
         print("any other installed gymnasium id that renders rgb_array also works (through the image adapter)")
     elif args.command == "collect":
-        from wm.app.collect import CollectConfig, print_summary, run_collect
+        from wm.data.collection import CollectConfig, run_collect
 
-        cfg = _config_from_args(CollectConfig, args)
-        print_summary(run_collect(cfg))
+        summary = run_collect(_config_from_args(CollectConfig, args))
+        print(json.dumps(summary, indent=2))
+        print(f"next: wm info {summary['store']}")
     elif args.command == "info":
-        from wm.app.info import dump_json, print_info, summarize
+        from wm.app.info import dump_json, print_info
+        from wm.data.summary import summarize
 
         summary = summarize(args.path, check=args.check)
         (dump_json if args.json else print_info)(summary)
@@ -227,7 +229,7 @@ def _run(args: argparse.Namespace) -> None:
 
         print(json.dumps(evaluate(args.checkpoint, args.data, args.horizon, args.windows), indent=2))
     elif args.command == "imagine":
-        from wm.app.imagine import imagine_episode
+        from wm.evaluation.open_loop import imagine_episode
 
         print(json.dumps(imagine_episode(args.checkpoint, args.data, args.episode, args.out), indent=2))
     elif args.command == "plan":

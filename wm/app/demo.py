@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 from planners.mpc import MPCConfig
-from wm.app.collect import CollectConfig, run_collect
-from wm.app.imagine import imagine_episode
-from wm.app.info import print_info, summarize
+from wm.app.info import print_info
 from wm.app.plan import PlanConfig, run_plan
 from wm.app.train import run_train
+from wm.data.collection import CollectConfig, run_collect
+from wm.data.summary import summarize
 from wm.errors import WMError
-from wm.evaluation.open_loop import evaluate
+from wm.evaluation.open_loop import evaluate, imagine_episode
 
 
 def new_run_dir(parent) -> Path:

@@ -8,6 +8,9 @@ the pixel-space diffusion model these are the main metrics (its latent MSE is pi
 success head also reports its accuracy on the held-out real frames and on the imagined ones (labels: the store's
 `success` at those times), beside the majority-class baseline. Action sensitivity: the same histories rolled out
 with another window's actions; a model that ignores actions imagines the same future and is as accurate with them.
+
+`imagine_episode` (`wm imagine`) writes a video of one episode: the real frames beside the frames the model
+imagines open-loop from the first `num_hist` frames (every `frameskip`-th frame) and the recorded actions.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from tqdm import tqdm
 from wm.data.goal_images import goal_renderer
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
+from wm.errors import WMError
 from wm.evaluation.metrics import psnr, ssim, success_report
 from wm.evaluation.splits import held_out_episodes
 from wm.models.checkpoint import load_checkpoint
+from wm.outputs import require_new_file
+from wm.video import side_by_side, upscale, write_mp4
 
 
 def _per_step(sums: dict, n: int, digits: int) -> dict:
@@ -114,3 +120,35 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
     if judge_success:
         result["success_head"] = success_report(success_counts)
     return result
+
+
+@torch.no_grad()
+def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4) -> dict:
+    """Write the video to the new .mp4 file `out`; returns where it is and the imagined frames' pixel MSE."""
+    out = require_new_file(out, ".mp4")
+    model, _ = load_checkpoint(checkpoint)
+    spec = model.spec
+    h, fs = spec["num_hist"], spec["frameskip"]
+    with EpisodeStore.open(data) as store:
+        ep = store.episode(episode, ["rgb", "proprio", "action"])
+    frames = ep["rgb"][::fs]  # (T, H, W, 3)
+    steps = (len(ep["rgb"]) - 1) // fs  # transitions with a full action block
+    if steps < h:
+        raise WMError(f"episode {episode} has {len(ep['rgb'])} frames; it needs more than {h * fs} to imagine from")
+    blocks = ep["action"][: steps * fs].reshape(steps, fs * ep["action"].shape[1])  # (steps, fs*A)
+    obs = {
+        "rgb": torch.from_numpy(frames[None, :h]),
+        "proprio": torch.from_numpy(ep["proprio"][::fs][None, :h]),
+    }
+    z_hist = model.encode(obs)
+    actions = torch.from_numpy(blocks).float()[None]
+    future = model.rollout(z_hist, actions[:, h - 1 :], past_actions=actions[:, : h - 1])[0]  # (steps-h+1, N, D)
+    imagined = (model.decode(future).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    real = frames[h : h + len(imagined)]
+    imagined_all = np.concatenate([frames[:h], imagined[: len(real)]])
+    real_all = frames[: h + len(real)]
+    clip = upscale(side_by_side([real_all, imagined_all]), scale)
+    fps = max(1, round(1.0 / (fs * (store.spec.get("env", {}).get("control_dt") or 0.1))))
+    write_mp4(out, clip, fps=fps)
+    err = float(np.mean((imagined[: len(real)].astype(np.float32) - real.astype(np.float32)) ** 2))
+    return {"video": str(out), "episode": episode, "imagined_frames": len(real), "history_frames": h, "pixel_mse": err}

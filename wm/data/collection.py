@@ -1,8 +1,8 @@
-"""`wm collect`: gather episodes from an env into an episode store, with a progress bar and a summary."""
+"""Collecting episodes from an env into an episode store (`wm collect`), with a progress bar and a summary: appends
+to a store of the same spec, creates a new one otherwise, and never touches anything else on disk."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -117,8 +117,3 @@ def run_collect(cfg: CollectConfig) -> dict:
         "size_on_disk_mb": round(size / 2**20, 2),
     }
     return summary
-
-
-def print_summary(summary: dict) -> None:
-    print(json.dumps(summary, indent=2))
-    print(f"next: wm info {summary['store']}")
