@@ -23,10 +23,9 @@ import torch
 
 from envs.collector import collect
 from wm.data.features import ensure_feature_cache
-from wm.data.goal_images import success_training_data
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
-from wm.data.training_set import fill_from_store
+from wm.data.training_set import fill_from_store, success_training_data
 from wm.data.windows import WindowConfig, WindowDataset, normalization_stats
 from wm.models.registry import build_world_model
 from wm.run_config import split_config

@@ -11,6 +11,9 @@ from wm.data.store import EpisodeStore
 
 torch.set_num_threads(1)
 
+SHIPPED = "checkpoints/jepa-pointmaze"
+VELOCITY = (2, 3)  # PointMaze's proprio velocity dims
+
 KEYS = {
     "rgb": {"shape": [8, 8, 3], "dtype": "uint8"},
     "action": {"shape": [2], "dtype": "float32"},
@@ -36,3 +39,32 @@ def small_store(tmp_path):
         for i in range(5):
             store.append_episode(make_episode(i, 20 + i))
     return path
+
+
+@pytest.fixture(scope="session")
+def maze(tmp_path_factory):
+    """10 PointMaze episodes of the shipped model's spec (64 px, 100 steps): 5 expert, then 5 random."""
+    from envs.collector import collect
+    from wm.data.layout import store_layout
+
+    path = tmp_path_factory.mktemp("data") / "maze"
+    keys, spec = store_layout("wm/PointMaze-v0", 64, 100)
+    with EpisodeStore.create(path, keys, spec) as store:
+        for policy, seed in (("expert", 0), ("random", 1)):
+            for ep in collect("wm/PointMaze-v0", 5, 100, policy=policy, seed=seed, workers=1, first_index=seed * 5):
+                store.append_episode(ep)
+            store.record_collection({"policy": policy, "seed": seed, "first_episode": seed * 5, "episodes_written": 5})
+    return path
+
+
+@pytest.fixture(scope="session")
+def jepa(maze, tmp_path_factory):
+    """`(model, config, path)`: the shipped PointMaze JEPA with a success head trained on top of the frozen model."""
+    from wm.app.train import run_train
+    from wm.models.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("runs") / "head"
+    run_train(str(maze), "jepa", str(out), steps=150, init=SHIPPED,
+              overrides=["success_head=true", "only=success", "val_every=75", "lr=2e-3"])  # fmt: skip
+    model, config = load_checkpoint(out / "model")
+    return model, config, out / "model"

@@ -20,9 +20,20 @@ from wm.errors import WMError
 from wm.evaluation.splits import held_out_episodes
 
 
-def dataset_goals(store_path, config: dict, count: int, goal_offset: int, rng: np.random.Generator) -> list[dict]:
+def dataset_goals(
+    store_path,
+    config: dict,
+    count: int,
+    goal_offset: int,
+    rng: np.random.Generator,
+    min_start: int = 0,
+    solved=None,
+    tries: int = 50,
+) -> list[dict]:
     """`count` pairs from the episodes of `store_path` that the checkpoint (`config`) held out, each goal
-    `goal_offset` env steps after its start."""
+    `goal_offset` env steps after its start, which is at least `min_start` steps into its episode (room for a
+    history of real frames before it). With `solved(start_state, goal_state) -> bool` (the env's `is_success`),
+    pairs already solved at the start are redrawn (up to `tries` starts per episode, then another episode)."""
     path = Path(store_path)
     env_id = config["data"]["spec"]["env"]["id"]
     if not path.is_dir():
@@ -32,14 +43,26 @@ def dataset_goals(store_path, config: dict, count: int, goal_offset: int, rng: n
             raise WMError(f"{path} has no simulator states; dataset goals need a store collected from a built-in env")
         episodes, _ = held_out_episodes(config, store)
         lengths = store.episode_lengths()[episodes]
-        usable = episodes[lengths > goal_offset]
+        usable = episodes[lengths > goal_offset + min_start]
         if len(usable) == 0:
-            raise WMError(f"no held-out episode is longer than the goal offset {goal_offset}; lower it")
-        pairs = []
-        for e in rng.choice(usable, size=count, replace=len(usable) < count):
+            raise WMError(f"no held-out episode is longer than the goal offset {goal_offset} (+ {min_start}); lower it")
+        pairs, picks, refills = [], list(rng.choice(usable, size=count, replace=len(usable) < count)), 0
+        while len(pairs) < count:
+            if not picks:  # every try in some episodes was solved at the start: draw more episodes
+                refills += 1
+                if refills > 10:
+                    raise WMError(f"almost every start/goal pair of {path} is solved at its start; pass a store of "
+                                  "longer moves or a longer --goal-offset")  # fmt: skip
+                picks = list(rng.choice(usable, size=count - len(pairs)))
+            e = picks.pop(0)
             ep = store.episode(int(e), ["state", "rgb", "proprio"])
-            t = int(rng.integers(0, len(ep["state"]) - goal_offset))
-            g = t + goal_offset
+            for _ in range(tries):
+                t = int(rng.integers(min_start, len(ep["state"]) - goal_offset))
+                g = t + goal_offset
+                if solved is None or not solved(ep["state"][t], ep["state"][g]):
+                    break
+            else:
+                continue
             pairs.append(
                 {
                     "start": ep["state"][t],

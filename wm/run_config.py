@@ -1,8 +1,10 @@
-"""The settings of a training run: `key=value` overrides routed to the model config (family defaults below
-them), the training loop's `TrainConfig` and the data split; and fine-tuning from a checkpoint (`--init`)."""
+"""The settings of a training run: `key=value` overrides (parsed as JSON where possible) routed to the model config
+(family defaults below them), the training loop's `TrainConfig` and the data split; and fine-tuning from a
+checkpoint (`--init`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 from wm.errors import WMError
@@ -10,6 +12,28 @@ from wm.models.registry import family
 from wm.train import TrainConfig
 
 DATA_FIELDS = {"val_fraction": 0.1, "split_seed": 0}
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["a=1", "encoder.width=96"]` -> `{"a": 1, "encoder": {"width": 96}}`."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise WMError(f"override {pair!r} is not key=value; e.g. lr=1e-3 or predictor.depth=4")
+        key, value = pair.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _parse_value(value)
+    return out
 
 
 def split_config(kind: str, overrides: dict) -> tuple[object, TrainConfig, dict]:
@@ -37,14 +61,22 @@ def split_config(kind: str, overrides: dict) -> tuple[object, TrainConfig, dict]
 
 
 def init_from(path: str, kind: str, overrides: dict) -> tuple[object, object, dict]:
-    """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune; model settings can't change."""
-    from wm.models.checkpoint import load_checkpoint
+    """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune. Model settings can't change,
+    but for the success head's (`success_*`): a checkpoint without a head gains a fresh one (e.g. to train it
+    alone, `only=success`, on a frozen world model)."""
+    from wm.models.checkpoint import load_checkpoint, load_weights
 
     model, config = load_checkpoint(path)
     if config["model"]["kind"] != kind:
         raise WMError(f"{path} holds a {config['model']['kind']} model; pass --model {config['model']['kind']}")
     fam = family(kind)
     changed = sorted(set(overrides) & {f.name for f in fields(fam.config_class)})
-    if changed:
-        raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(changed)}")
-    return fam.make_config(config["model"]), model, config
+    fixed = [k for k in changed if not k.startswith("success_")]
+    if fixed:
+        raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(fixed)}")
+    if not changed:
+        return fam.make_config(config["model"]), model, config
+    model_cfg = fam.make_config({**config["model"], **{k: overrides[k] for k in changed}})
+    model = fam.build(model_cfg.to_dict())
+    load_weights(model, path, new_parts=("success",))
+    return model_cfg, model, config

@@ -6,7 +6,8 @@ through `StepSampler`, whose order is a pure function of (seed, step), so a resu
 would have seen without the crash.
 
 Run directory layout: `out/checkpoints/step_XXXXXXX/` (training checkpoints, the last `keep` kept),
-`out/model/` (the final checkpoint, what `--checkpoint` takes), `out/train_log.jsonl` (one line per log event).
+`out/model/` (the final checkpoint, what `--checkpoint` takes; `out/policy/` for policies), `out/train_log.jsonl`
+(one line per log event).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TrainConfig:
     bf16: bool = False
     compile: bool = False
     time_limit_s: float | None = None  # stop early (and checkpoint) after this much wall time
+    only: str | None = None  # train this part of the model alone (e.g. "success"); the rest stays frozen, in eval
 
 
 class StepSampler(Sampler):
@@ -111,10 +113,13 @@ def _to_device(batch: dict, device) -> dict:
 
 class Trainer:
     """`Trainer(model, train_ds, val_ds, cfg, out, run_config).fit()`; `run_config` (model/data spec, JSON) is
-    stored in every checkpoint so that a checkpoint alone can rebuild the model and knows its data."""
+    stored in every checkpoint so that a checkpoint alone can rebuild the model and knows its data. A run resumes
+    only with the same `run_config[identity]` (what the model is); the final checkpoint goes to `out/<final>`."""
 
-    def __init__(self, model, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, out, run_config: dict):
+    def __init__(self, model, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, out, run_config: dict,
+                 final: str = "model", identity: str = "model"):  # fmt: skip
         self.cfg, self.out, self.run_config = cfg, Path(out), run_config
+        self.final, self.identity = final, identity
         self.rank, self.world = _distributed()
         self.device = (
             torch.device("cuda", self.rank % torch.cuda.device_count()) if torch.cuda.is_available() else "cpu"
@@ -122,6 +127,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = model.to(self.device)
         self.train_ds, self.val_ds = train_ds, val_ds
+        if cfg.only is not None:
+            part = getattr(self.model, cfg.only, None)
+            if not isinstance(part, torch.nn.Module):
+                raise WMError(f"only={cfg.only}: the model has no part of that name (e.g. only=success)")
+            self.model.requires_grad_(False)
+            part.requires_grad_(True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         enc = {id(p) for p in getattr(self.model, "encoder", torch.nn.Module()).parameters()}
         groups = [{"params": [p for p in params if id(p) not in enc], "lr": cfg.lr}]
@@ -137,6 +148,13 @@ class Trainer:
         if cfg.compile:
             self.forward = torch.compile(self.forward)
 
+    def _train_mode(self) -> None:
+        """Training mode, but for frozen parts (`only`): they stay in eval (no dropout, no BatchNorm updates)."""
+        self.model.train()
+        if self.cfg.only is not None:
+            self.model.eval()
+            getattr(self.model, self.cfg.only).train()
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
@@ -147,8 +165,9 @@ class Trainer:
         if ckpt is None:
             return False
         config = load_training_state(ckpt, self.model, self.optimizer)
-        if config.get("model") != self.run_config.get("model"):
-            raise WMError(f"{self.out} holds a run with another model config; pass a new --out or the same settings")
+        if config.get(self.identity) != self.run_config.get(self.identity):
+            raise WMError(f"{self.out} holds a run with another {self.identity} config; pass a new --out or the same "
+                          "settings")  # fmt: skip
         self.step = int(config["step"])
         return True
 
@@ -166,7 +185,7 @@ class Trainer:
         for old in sorted((self.out / "checkpoints").glob("step_*"))[: -self.cfg.keep]:
             shutil.rmtree(old, ignore_errors=True)
         if final:
-            save_checkpoint(self.out / "model", self.model, config)
+            save_checkpoint(self.out / self.final, self.model, config)
 
     def _loader(self, ds: Dataset, steps: int, start: int, seed: int) -> DataLoader:
         sampler = StepSampler(len(ds), self.cfg.batch_size, steps, seed, start, self.rank, self.world)
@@ -186,14 +205,14 @@ class Trainer:
                 _, metrics = self.model(_to_device(batch, self.device))
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / self.cfg.val_batches
-        self.model.train()
+        self._train_mode()
         return {f"val_{k}": v for k, v in totals.items()}
 
     def fit(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         resumed_from = self.step
-        self.model.train()
+        self._train_mode()
         loader = self._loader(self.train_ds, cfg.steps, self.step, cfg.seed)
         started = time.time()
         last_val: dict = {}
@@ -234,7 +253,7 @@ class Trainer:
                 (self.step - resumed_from) * cfg.batch_size * self.world / max(elapsed, 1e-9), 1
             ),
             **{k: round(v, 5) for k, v in last_val.items()},
-            "checkpoint": str(self.out / "model"),
+            "checkpoint": str(self.out / self.final),
         }
         self._log({"summary": summary})
         return summary

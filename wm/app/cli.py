@@ -147,6 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_seed, default=0)
 
+    p = sub.add_parser("bc", help="goal-conditioned behaviour cloning of a policy on a world model's latents")
+    p.add_argument("--data", required=True, help="store with expert episodes (`wm collect --policy expert`)")
+    p.add_argument("--world-model", required=True, help="world model checkpoint whose latents the policy reads")
+    p.add_argument("--policy", required=True, choices=("gaussian", "diffusion"), help="policy kind")
+    p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
+    p.add_argument("--demos", type=_positive_int, default=None, help="keep only this many expert episodes")
+    p.add_argument("--steps", type=_positive_int, default=4000, help="optimisation steps")
+    p.add_argument("--goal-blocks", type=_positive_int, default=8, help="hindsight goals 1..K blocks ahead")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. width=512 lr=3e-4")
+
+    p = sub.add_parser("eval-policy", help="a policy toward goal images in the real env (and in imagination)")
+    p.add_argument("--policy", required=True, help="policy checkpoint (e.g. RUN/policy)")
+    p.add_argument("--env", required=True, help="built-in env id the policy's world model was trained on")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="goals to reach (run in one batch)")
+    p.add_argument("--budget", type=_positive_int, default=50, help="env steps per episode")
+    p.add_argument("--goal-offset", type=_positive_int, default=25, help="env steps from start to goal")
+    p.add_argument("--data", help="store with held-out episodes for goals (default: the world model's store)")
+    p.add_argument("--world-model", help="the policy's world model, if it moved (checked by hash)")
+    p.add_argument("--imagined", action="store_true", help="also run the same start/goal pairs in the world model")
+    p.add_argument("--stochastic", action="store_true", help="sample a Gaussian policy instead of its mean")
+    p.add_argument(
+        "--goal-velocity", default="rest", choices=("rest", "observed"), help="zero the goal's proprio velocities"
+    )
+    p.add_argument("--out", default=None, help="results directory (default runs/eval-policy/<timestamp>)")
+    p.add_argument("--seed", type=_seed, default=0)
+
     p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP)")
     robot_sub = p.add_subparsers(dest="robot_command", metavar="ACTION", parser_class=_Parser, required=True)
     p = robot_sub.add_parser("serve", help="serve a built-in env as a robot behind the safety guard")
@@ -167,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="run a controller on a robot over TCP and record every episode")
     p.add_argument("--robot", required=True, help="robot server address tcp://HOST:PORT")
     p.add_argument("--token", default="", help="the server's shared secret (or set WM_ROBOT_TOKEN)")
-    p.add_argument("--controller", required=True, choices=("mpc", "random"))
-    p.add_argument("--checkpoint", help="world model checkpoint (needed for mpc and the latent judge)")
+    p.add_argument("--controller", required=True, choices=("mpc", "policy", "random"))
+    p.add_argument("--checkpoint", help="world model checkpoint (mpc, the latent judge; policy: its own by default)")
+    p.add_argument("--policy", help="policy checkpoint for --controller policy (made by `wm bc`)")
     p.add_argument("--episodes", required=True, type=_positive_int)
     p.add_argument("--out", required=True, help="new directory for the store, results.json and the plot")
     p.add_argument("--budget", type=_positive_int, default=None, help="control steps per episode")
@@ -240,6 +268,20 @@ def _run(args: argparse.Namespace) -> None:
         results = run_plan(cfg)
         summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}
         print(json.dumps({**summary, "replan_latency_s": results["replan_latency_s"]}, indent=2))
+        print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
+    elif args.command == "bc":
+        from wm.app.bc import BCConfig, run_bc
+
+        summary = run_bc(_config_from_args(BCConfig, args))
+        print(json.dumps(summary, indent=2))
+        print(f"next: wm eval-policy --policy {summary['checkpoint']} --env ENV --imagined")
+    elif args.command == "eval-policy":
+        from wm.app.eval_policy import EvalPolicyConfig, run_eval_policy
+
+        out = args.out or f"runs/eval-policy/{time.strftime('%Y%m%d-%H%M%S')}"
+        results = run_eval_policy(_config_from_args(EvalPolicyConfig, args, out=out))
+        keys = ("env", "policy_kind", "episodes", "success_rate", "success_95ci", "zero_action_success", "imagined")
+        print(json.dumps({k: results[k] for k in keys if k in results}, indent=2))
         print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
     elif args.command == "robot":
         from wm.app.robot import ServeConfig, run_serve

@@ -14,40 +14,16 @@ over.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from wm.data.goal_images import success_training_data
 from wm.data.store import EpisodeStore
-from wm.data.training_set import fill_from_store, window_datasets
+from wm.data.training_set import fill_from_store, success_training_data, window_datasets
 from wm.data.windows import WindowConfig, normalization_stats, split_episodes
 from wm.errors import WMError
 from wm.models.registry import FAMILIES
-from wm.run_config import init_from, split_config
+from wm.run_config import init_from, parse_overrides, split_config
 from wm.train import Trainer
-
-
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """`["a=1", "encoder.width=96"]` -> `{"a": 1, "encoder": {"width": 96}}`."""
-    out: dict = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise WMError(f"override {pair!r} is not key=value; e.g. lr=1e-3 or predictor.depth=4")
-        key, value = pair.split("=", 1)
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _parse_value(value)
-    return out
 
 
 def run_train(
@@ -85,8 +61,10 @@ def run_train(
             raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
         if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
             model_cfg.normalization = normalization_stats(store, train_eps)
-        success_keys, wrap = success_training_data(store, model_cfg)  # labels (and goal images) of a success head
-        keys = [*FAMILIES[kind].data_keys, *success_keys]
+        keys = list(FAMILIES[kind].data_keys)
+        visual_key = "features" if "features" in keys else "rgb"
+        success_keys, wrap = success_training_data(store, model_cfg, visual_key)  # what a success head learns from
+        keys += success_keys
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
     model = FAMILIES[kind].build(model_cfg.to_dict()) if init_model is None else init_model.train()
     encoder = getattr(model, "encoder", None)

@@ -2,7 +2,8 @@
 
 Goals come from `--goals F.npz` (rgb, proprio and optional start/goal states, e.g. recorded on the robot) or from
 the held-out episodes of a store (`--goal-store`, default the checkpoint's training store). Controllers: `mpc`
-(the checkpoint's world model, planning as `wm plan` does) or `random` (the trivial baseline). Judges: `latent`
+(the checkpoint's world model, planning as `wm plan` does), `policy` (a `wm bc` policy on its world model's
+latents) or `random` (the trivial baseline). Judges: `latent`
 (goal distance under the checkpoint's encoder) or `operator` (y/n on stdin). What a run records, and where, is in
 `wm.validation.session`.
 """
@@ -27,6 +28,7 @@ class ValidateConfig:
     episodes: int
     out: str
     checkpoint: str | None = None
+    policy: str | None = None  # policy checkpoint (--controller policy)
     budget: int | None = None  # control steps per episode (default: the env's episode length, else 100)
     goals: str | None = None  # .npz with rgb (G, H, W, 3), proprio (G, P) and optional start / goal states
     goal_store: str | None = None  # held-out episodes of this store (goal `goal_offset` steps after the start)
@@ -41,15 +43,17 @@ class ValidateConfig:
     mpc: MPCConfig = field(default_factory=MPCConfig)
 
     def validate(self) -> None:
-        if self.controller not in ("mpc", "random"):
-            raise WMError(f"--controller must be mpc or random, got {self.controller!r}")
+        if self.controller not in ("mpc", "policy", "random"):
+            raise WMError(f"--controller must be mpc, policy or random, got {self.controller!r}")
         if self.controller == "mpc" and not self.checkpoint:
             raise WMError("--controller mpc needs --checkpoint C (a world model trained on this robot's data)")
+        if (self.controller == "policy") != bool(self.policy):
+            raise WMError("--controller policy goes with --policy P (a policy made by `wm bc`), and only with it")
         if self.judge is None:
-            self.judge = "latent" if self.checkpoint else "operator"
+            self.judge = "latent" if self.checkpoint or self.policy else "operator"
         if self.judge not in ("latent", "operator"):
             raise WMError(f"--judge must be latent or operator, got {self.judge!r}")
-        if self.judge == "latent" and not self.checkpoint:
+        if self.judge == "latent" and not (self.checkpoint or self.policy):
             raise WMError("--judge latent needs --checkpoint C (its encoder measures the goal distance)")
         if self.goals and self.goal_store:
             raise WMError("pass either --goals FILE or --goal-store STORE, not both")
@@ -105,13 +109,18 @@ def check_goals_fit(goals: list[dict], goal_env: str, env_id: str, robot) -> Non
         raise WMError(f"the goals come from {goal_env} but the robot simulates {env_id}; pass a store of {env_id}")
 
 
-def make_controller(cfg: ValidateConfig, model, robot):
+def make_controller(cfg: ValidateConfig, model, robot, policy=None):
     """The robot controller `cfg` names (`envs.robot.protocol.Controller`) and its chunk length."""
     if cfg.controller == "random":
         from envs.robot.random_controller import RandomController
 
         return RandomController(robot.action_features, cfg.chunk, cfg.seed), cfg.chunk
     import torch
+
+    if cfg.controller == "policy":
+        from policies.controller import PolicyController, RobotPolicy
+
+        return RobotPolicy(PolicyController(policy, model, seed=cfg.seed)), policy.cfg.frameskip
 
     from planners.mpc import RobotMPC, build_mpc
 
@@ -129,8 +138,12 @@ def run_validate(cfg: ValidateConfig) -> dict:
 
     cfg.validate()
     robot = RemoteRobot(cfg.robot, cfg.token, timeout_s=cfg.timeout)
-    model = ckpt_config = None
-    if cfg.checkpoint:
+    model = ckpt_config = policy = None
+    if cfg.policy:
+        from policies.checkpoint import load_policy
+
+        policy, _, model, ckpt_config = load_policy(cfg.policy, cfg.checkpoint)
+    elif cfg.checkpoint:
         from wm.models.checkpoint import load_checkpoint
 
         model, ckpt_config = load_checkpoint(cfg.checkpoint)
@@ -143,7 +156,7 @@ def run_validate(cfg: ValidateConfig) -> dict:
         check_goals_fit(goals, goal_env, env_id, robot)
         budget = cfg.budget or (default_episode_steps(env_id) if is_builtin(env_id) else 100)
         hz = cfg.hz or robot.control_hz or 10.0
-        controller, chunk = make_controller(cfg, model, robot)
+        controller, chunk = make_controller(cfg, model, robot, policy)
         judge = LatentJudge(model, cfg.threshold) if cfg.judge == "latent" else OperatorJudge()
         keys = store_keys(robot, chunk, model is not None, all(g["goal"] is not None for g in goals))
         session = ValidationSession(robot, controller, judge, cfg.out, budget, hz, keys, cfg.to_json(), chunk=chunk,

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from wm.data.layout import goals_reached_in, store_layout
@@ -117,3 +118,13 @@ def run_collect(cfg: CollectConfig) -> dict:
         "size_on_disk_mb": round(size / 2**20, 2),
     }
     return summary
+
+
+def episodes_collected_with(store: EpisodeStore, policy: str) -> np.ndarray:
+    """Indices of the store's episodes that `wm collect --policy <policy>` wrote (from its `collections` record)."""
+    found = [
+        np.arange(c["first_episode"], c["first_episode"] + c["episodes_written"])
+        for c in store.attrs.get("collections", [])
+        if c.get("policy") == policy and "first_episode" in c
+    ]
+    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, np.int64)

@@ -1,5 +1,5 @@
-"""Goal images for success heads: the observation rendered at each frame's goal state, and what a success head
-trains on (labels, with goal images where the store holds goal states of a built-in env).
+"""Goal images for success heads trained on the store's recorded `success`: the observation rendered at each
+frame's goal state.
 
 The built-in envs chain random goals that are not drawn in the frames, so the success head compares each frame
 with an image of its goal: the env's observation rendered at the goal state (`env.observe_state(goal)`, exactly
@@ -8,8 +8,6 @@ Stores from other envs (no goal states or no renderer) train a frame-only head.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,19 +59,3 @@ def goal_renderer(store: EpisodeStore, image_size: int) -> GoalImages | None:
     if not (store.has("goal") and env_id and is_builtin(env_id)):
         return None
     return GoalImages(env_id, image_size)
-
-
-def success_training_data(store: EpisodeStore, model_cfg) -> tuple[list[str], Callable[[Dataset], Dataset] | None]:
-    """What a model's success head trains on: fills `model_cfg`'s success-head mode from the store (off without
-    `success` labels; frame-only without goal states of a built-in env) and returns the extra window keys to read
-    and a wrapper for the window datasets (adds goal images when the head is goal-conditioned)."""
-    if not getattr(model_cfg, "success_head", False):
-        return [], None
-    if not store.has("success"):
-        model_cfg.success_head = False
-        return [], None
-    render = goal_renderer(store, model_cfg.image_size) if model_cfg.success_goal else None
-    if render is None:
-        model_cfg.success_goal = False
-        return ["success"], None
-    return ["success", "goal"], lambda ds: WithGoalImages(ds, render)

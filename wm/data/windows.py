@@ -103,6 +103,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self._cum[-1])
 
+    def episode_length(self, pos: int) -> int:
+        """Frames of the episode at position `pos` of `self.episodes`."""
+        return int(self._bounds[pos, 1] - self._bounds[pos, 0])
+
     def locate(self, index: int) -> tuple[int, int]:
         """`(position in self.episodes, start row within that episode)` of window `index`."""
         if not 0 <= index < len(self):
@@ -111,7 +115,8 @@ class WindowDataset(Dataset):
         before = int(self._cum[pos - 1]) if pos > 0 else 0
         return pos, index - before
 
-    def _rows(self, key: str, pos: int, lo: int, hi: int) -> np.ndarray:
+    def rows(self, key: str, pos: int, lo: int, hi: int) -> np.ndarray:
+        """Rows `[lo, hi)` of `key` of the episode at position `pos` of `self.episodes`."""
         if self._cache is not None:
             return self._cache[key][pos][lo:hi]
         start = int(self._bounds[pos, 0])
@@ -123,8 +128,8 @@ class WindowDataset(Dataset):
         item = {"episode": int(self.episodes[pos]), "start": t}
         for key in self.keys:
             item[self.rename.get(key, key)] = torch.from_numpy(
-                np.ascontiguousarray(self._rows(key, pos, t, t + cfg.span)[:: cfg.frameskip])
+                np.ascontiguousarray(self.rows(key, pos, t, t + cfg.span)[:: cfg.frameskip])
             )
-        actions = self._rows("action", pos, t, t + cfg.span - 1)  # ((n-1)*fs, A)
+        actions = self.rows("action", pos, t, t + cfg.span - 1)  # ((n-1)*fs, A)
         item["action"] = torch.from_numpy(actions.reshape(cfg.num_frames - 1, -1).astype(np.float32))
         return item

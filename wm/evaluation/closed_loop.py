@@ -79,3 +79,30 @@ def run_goal_episodes(
         real_frames=np.stack(real, axis=1),
         imagined_frames=np.stack(dreamt, axis=1) if dreamt else None,
     )
+
+
+@dataclass
+class ImaginedEpisodes:
+    """Outcome of a batch of goal-reaching episodes imagined by a world model."""
+
+    success: np.ndarray  # (B,) bool: the success head's verdict on the last imagined frame
+    success_prob: np.ndarray  # (B,)
+    frames: np.ndarray | None  # (n, T, H, W, 3) uint8 decoded imagined frames (each block repeated frameskip times)
+
+
+@torch.no_grad()
+def run_imagined_episodes(env, act: Callable[[dict], torch.Tensor], blocks: int, videos: int = 4) -> ImaginedEpisodes:
+    """Run every env of an `ImaginedVectorEnv` for exactly `blocks` world-model blocks with `act(obs) ->
+    (num_envs, frameskip * A)`, and judge the last imagined frames with the success head (as the real env judges
+    its last state). The env should have `horizon >= blocks` and `reward="probability"` (no early ends)."""
+    obs, _ = env.reset()
+    n_vid = min(videos, env.num_envs)
+    frames = [env.render()[:n_vid]] if env.model.can_decode else None
+    info = {}
+    for _ in tqdm(range(blocks), desc="imagine", unit="block"):
+        obs, _, _, _, info = env.step(act(obs))
+        if frames is not None:
+            frames.append(env.render()[:n_vid])
+    fs = env.model.spec["frameskip"]
+    clip = np.repeat(np.stack(frames[:-1], axis=1), fs, axis=1) if frames is not None else None
+    return ImaginedEpisodes(success=info["success"], success_prob=info["success_prob"], frames=clip)

@@ -23,7 +23,8 @@ def summary_figure(path: Path, outcomes, latencies_ms, period_ms: float | None =
     """A two-panel PNG: success per outcome (left) and a latency histogram (right).
 
     `outcomes` is `{label: (values (n,) bool, colour)}`: one series is drawn as success/failure counts, several as
-    per-episode bars side by side (e.g. judged and ground truth); `period_ms` marks a control period."""
+    per-episode bars side by side (e.g. judged and ground truth) up to 20 episodes, as success rates beyond;
+    `period_ms` marks a control period."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,6 +37,11 @@ def summary_figure(path: Path, outcomes, latencies_ms, period_ms: float | None =
         values = np.asarray(values, bool)
         ax1.bar(["success", "failure"], [int(values.sum()), int((~values).sum())], color=["tab:green", "tab:red"])
         ax1.set_title(f"{label} {values.mean():.0%} of {len(values)}")
+    elif len(series[0][1][0]) > 20:
+        rates = [float(np.mean(values)) for _, (values, _) in series]
+        ax1.bar([label for label, _ in series], rates, color=[colour for _, (_, colour) in series])
+        ax1.set_ylim(0, 1)
+        ax1.set_title(f"success rate of {len(series[0][1][0])} episodes")
     else:
         width = 0.8 / len(series)
         for k, (label, (values, colour)) in enumerate(series):

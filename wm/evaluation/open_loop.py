@@ -5,8 +5,9 @@ latent is compared with the encoding of the real frame at that time (MSE over th
 visual part), and with the baseline that predicts the last history frame forever. With a decoder, pixel PSNR and
 SSIM of decoded imaginations vs the real frames are reported too (the baseline: the last real history frame); for
 the pixel-space diffusion model these are the main metrics (its latent MSE is pixel MSE in [-1, 1]). A model with a
-success head also reports its accuracy on the held-out real frames and on the imagined ones (labels: the store's
-`success` at those times), beside the majority-class baseline. Action sensitivity: the same histories rolled out
+success head also reports its accuracy on the held-out real frames and on the imagined ones, plain and balanced,
+beside the majority-class baseline: against hindsight goals judged by the env (`success_labels="hindsight"`, see
+`wm.data.hindsight`) or the store's recorded `success` at those times. Action sensitivity: the same histories rolled out
 with another window's actions; a model that ignores actions imagines the same future and is as accurate with them.
 
 `imagine_episode` (`wm imagine`) writes a video of one episode: the real frames beside the frames the model
@@ -20,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from wm.data.goal_images import goal_renderer
+from wm.data.hindsight import HindsightGoals, env_judge
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
 from wm.errors import WMError
@@ -42,14 +44,21 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
     store = EpisodeStore.open(data)
     episodes, source = held_out_episodes(config, store)
     window = WindowConfig(spec["num_hist"], horizon, spec["frameskip"])
-    render, keys = None, ("rgb", "proprio")
-    judge_success = model.success_mode is not None and store.has("success")
-    if judge_success and model.success_mode == "goal":
+    render, keys, wrap = None, ("rgb", "proprio"), None
+    judged = env_judge(store.spec.get("env", {}).get("id")) if store.has("state") else None
+    hindsight = getattr(model.cfg, "success_labels", "recorded") == "hindsight" and model.success_mode == "goal"
+    judge_success = model.success_mode is not None and (judged is not None if hindsight else store.has("success"))
+    if judge_success and hindsight:
+        keys += ("state",)
+        wrap = lambda ds: HindsightGoals(ds, judged[0], ("rgb", "proprio"), judged[1], seed=seed + 1)  # noqa: E731
+    elif judge_success and model.success_mode == "goal":
         render = goal_renderer(store, spec["image_size"])
         judge_success = render is not None
-    if judge_success:
-        keys += ("success", "goal") if render is not None else ("success",)
+        keys += ("success", "goal")
+    elif judge_success:
+        keys += ("success",)
     ds = WindowDataset(store, episodes, window, keys=keys)
+    ds = wrap(ds) if wrap is not None else ds
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(ds), size=min(max_windows, len(ds)), replace=False)
     h = spec["num_hist"]
@@ -88,7 +97,10 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
         if judge_success:
             labels = torch.stack([it["success"][h:] for it in items]).long()  # (B, H)
             goals = None
-            if render is not None:
+            if hindsight:  # one goal per window: (B, 1, N, D)
+                goal_obs = {k: torch.stack([it[f"goal_{k}"] for it in items])[:, None] for k in ("rgb", "proprio")}
+                goals = model.encode(goal_obs)
+            elif render is not None:
                 goal_rgb = np.stack([render(it["goal"][h:].numpy()) for it in items])  # (B, H, h, w, 3)
                 goals = model.encode({"rgb": torch.from_numpy(goal_rgb)})
             for name, frames_z in (("real_frames", real), ("imagined_frames", pred)):

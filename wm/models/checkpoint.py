@@ -22,7 +22,14 @@ from safetensors.torch import load_file, save_file
 from wm.errors import WMError
 from wm.models.registry import build_world_model
 
-FORMAT = 1
+FORMAT = 2  # 2: latent models record whether they have a success head (format 1 ones never had one)
+
+
+def _migrate(config: dict) -> dict:
+    """A config of an older format in today's terms."""
+    if config.get("format", 1) < 2 and config.get("model", {}).get("kind") in ("jepa", "dino"):
+        config["model"].setdefault("success_head", False)
+    return config
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -86,7 +93,7 @@ def read_config(path) -> dict:
         raise WMError(f"{cfg_file} is not valid JSON ({e.msg}); the checkpoint is damaged") from None
     if config.get("format", 0) > FORMAT:
         raise WMError(f"{path} was written by a newer wm-engine (format {config['format']}); upgrade")
-    return config
+    return _migrate(config)
 
 
 def load_checkpoint(path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -94,17 +101,25 @@ def load_checkpoint(path, map_location: str = "cpu") -> tuple[torch.nn.Module, d
     path = Path(path)
     config = read_config(path)
     model = build_world_model(config["model"])
+    load_weights(model, path, map_location)
+    return model.eval(), config
+
+
+def load_weights(model: torch.nn.Module, path, map_location: str = "cpu", new_parts: tuple[str, ...] = ()) -> None:
+    """Load `path/model.safetensors` into `model`; every parameter must be there except those of the submodules
+    named in `new_parts` (parts added to a checkpoint's model, e.g. a success head trained later)."""
+    path = Path(path)
     try:
         state = load_file(str(path / "model.safetensors"), device=map_location)
     except (SafetensorError, OSError) as e:
         raise WMError(f"cannot read {path / 'model.safetensors'} ({e}); the checkpoint is damaged") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.split(".")[0] not in new_parts]
     if missing or unexpected:
         raise WMError(
             f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]}); "
             "the checkpoint is damaged or from another version"
         )
-    return model.eval(), config
 
 
 def load_training_state(path, model: torch.nn.Module, optimizer) -> dict:

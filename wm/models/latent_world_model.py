@@ -23,6 +23,7 @@ from wm.models.decoder import LatentDecoder
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
 from wm.models.protocol import base_spec
 from wm.models.sigreg import sigreg
+from wm.models.success_head import LatentSuccessHead, balanced_bce
 
 
 @dataclass
@@ -43,6 +44,11 @@ class LatentWMConfig:
     decoder: bool = True
     decoder_width: int = 64
     decoder_batch: int = 8  # frames per step the decoder trains on (it is for looking; keep it cheap)
+    success_head: bool = True  # a success head trained beside the model on detached latents (the imagined reward)
+    success_goal: bool = True  # the head compares a frame with a goal latent (False: the frame alone)
+    success_labels: str = "hindsight"  # "hindsight": the env judges state pairs; "recorded": the store's success
+    success_width: int = 128
+    success_weight: float = 1.0
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
 
     def to_dict(self) -> dict:
@@ -80,6 +86,9 @@ class LatentWorldModel(nn.Module):
         self.frozen_encoder = not any(p.requires_grad for p in encoder.parameters())
         self.decoder = (
             LatentDecoder(self.visual_dim, self.num_tokens, cfg.image_size, cfg.decoder_width) if cfg.decoder else None
+        )
+        self.success = (
+            LatentSuccessHead(self.latent_dim, cfg.success_goal, cfg.success_width) if cfg.success_head else None
         )
         a_mean, a_std = _stats(cfg.normalization, "action", cfg.action_dim)
         p_mean, p_std = _stats(cfg.normalization, "proprio", cfg.proprio_dim)
@@ -133,16 +142,40 @@ class LatentWorldModel(nn.Module):
         past = None if past_actions is None else self.normalize_actions(past_actions)
         return self.predictor.rollout(z_hist, self.normalize_actions(actions), past, use_cache=use_cache)
 
+    def start_imagination(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None = None, generator=None):
+        """Begin a step-by-step rollout (`imagine_step`) from `z_hist (B, T, N, D)` and the raw action blocks
+        between its frames `past_actions (B, T-1, frameskip*A)` (None: zeros); the history is encoded once."""
+        if past_actions is None:
+            past_actions = z_hist.new_zeros(z_hist.shape[0], z_hist.shape[1] - 1, self.action_mean.shape[0])
+        return self.predictor.start(z_hist[:, -self.cfg.num_hist :], self.normalize_actions(past_actions))
+
+    def imagine_step(self, state, actions: torch.Tensor) -> torch.Tensor:
+        """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next latents `(B, N, D)`."""
+        return self.predictor.step(state, self.normalize_actions(actions))
+
+    def restart_imagination(self, state, rows, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
+        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, num_hist, N, D)`, raw actions)."""
+        self.predictor.restart(state, rows, z_hist, self.normalize_actions(past_actions))
+
     @property
     def can_decode(self) -> bool:
         return self.decoder is not None
 
     @property
     def success_mode(self) -> str | None:
-        return None
+        if self.success is None:
+            return None
+        return "goal" if self.success.goal else "frame"
 
     def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
-        raise WMError("this latent world model has no success head")
+        """Success logits `(...)` of latents `z (..., N, D)` against goal latents `z_goal` (broadcastable to `z`)."""
+        if self.success is None:
+            raise WMError("this checkpoint has no success head; train one with `wm train --init CK success_head=true`")
+        if self.success.goal and z_goal is None:
+            raise WMError("this success head compares frames with a goal; pass z_goal (encode the goal obs)")
+        lead = z.shape[:-2]
+        goal = z_goal.expand_as(z).reshape(-1, *z.shape[-2:]) if z_goal is not None else None
+        return self.success(z.reshape(-1, *z.shape[-2:]), goal).reshape(lead)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents `(..., N, D)` -> images `(..., H, W, 3)` float in [0, 1] (visual part only)."""
@@ -189,5 +222,26 @@ class LatentWorldModel(nn.Module):
             loss_dec = F.mse_loss(recon, frames[pick].float() / 255.0)
             loss = loss + loss_dec
             metrics["decoder"] = loss_dec.detach()
+        if self.success is not None and "success" in batch:
+            bce, acc = self._success_loss(z.detach(), batch)
+            loss = loss + self.cfg.success_weight * bce
+            metrics["success_bce"], metrics["success_acc"] = bce.detach(), acc
         metrics["loss"] = loss.detach()
         return loss, metrics
+
+    def _success_loss(self, z: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced BCE and accuracy of the success head on window latents `z (B, n, N, D)` against the batch's
+        hindsight goal (`goal_rgb (B, H, W, 3)` or `goal_features (B, N, Dv)`, `goal_proprio (B, P)`) and
+        labels `success (B, n)`; frame-only heads read no goal."""
+        z_goal = None
+        if self.success.goal:
+            with torch.no_grad():
+                if "goal_features" in batch:
+                    visual = batch["goal_features"].float()[:, None]
+                else:
+                    visual = self.encode_visual(batch["goal_rgb"][:, None])
+                proprio = batch["goal_proprio"][:, None] if "goal_proprio" in batch else None
+                z_goal = self.join(visual, proprio)  # (B, 1, N, D)
+        logits = self.success_logits(z, z_goal)  # (B, n)
+        labels = batch["success"].float()
+        return balanced_bce(logits, labels), ((logits > 0).float() == labels).float().mean()

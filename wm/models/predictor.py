@@ -105,6 +105,16 @@ class Block(nn.Module):
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
+@dataclass
+class Imagination:
+    """A step-by-step rollout in progress: the KV cache of the frames before `z`, the newest latents
+    `z (B, 1, N, D)` and their frame index."""
+
+    cache: FrameKVCache
+    z: torch.Tensor
+    frame: int
+
+
 class BlockCausalPredictor(nn.Module):
     """Next-frame latent predictor: frames `(B, T, N, D)` + actions `(B, T, action_dim)` -> next frames."""
 
@@ -176,6 +186,39 @@ class BlockCausalPredictor(nn.Module):
             z = self.head(self.norm(hidden))
             preds.append(z)
         return torch.cat(preds, dim=1)
+
+    def start(self, z_hist: torch.Tensor, past_actions: torch.Tensor, first_frame: int = 0) -> Imagination:
+        """Begin a step-by-step rollout from `z_hist (B, T, N, D)` (T <= num_hist) and the normalised actions between
+        them `past_actions (B, T-1, A)`: the history is encoded into a KV cache once. Frame indices start at
+        `first_frame` (only offsets matter; `restart` uses it to align new rows with a running batch)."""
+        self._check(z_hist, past_actions, z_hist.shape[1] - 1)
+        cache = FrameKVCache(self.cfg.depth, self.cfg.num_hist, self.cfg.tokens_per_frame, 1)
+        if z_hist.shape[1] > 1:
+            self._trunk(z_hist[:, :-1], past_actions, first_frame=first_frame, cache=cache)
+        return Imagination(cache, z_hist[:, -1:], first_frame + z_hist.shape[1] - 1)
+
+    def step(self, state: Imagination, actions: torch.Tensor) -> torch.Tensor:
+        """Advance `state` by one frame under normalised `actions (B, A)`; returns the new latents `(B, N, D)`
+        (the same as `rollout` with the cache, one step at a time)."""
+        hidden = self._trunk(state.z, actions[:, None], first_frame=state.frame, cache=state.cache)
+        state.z, state.frame = self.head(self.norm(hidden)), state.frame + 1
+        return state.z[:, 0]
+
+    def restart(self, state: Imagination, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
+        """Replace rows `rows (R,)` of a running `state` by fresh starts from `z_hist (R, num_hist, N, D)` and
+        `past_actions (R, num_hist-1, A)`; the other rows go on undisturbed."""
+        if z_hist.shape[1] != self.cfg.num_hist:
+            raise WMError(f"restarts need num_hist={self.cfg.num_hist} history frames, got {z_hist.shape[1]}")
+        fresh = self.start(z_hist, past_actions, first_frame=state.frame - (self.cfg.num_hist - 1))
+        for layer, frames in enumerate(state.cache.frames):
+            if len(frames) != len(fresh.cache.frames[layer]):
+                raise WMError("restart needs a running rollout that began with num_hist history frames")
+            for j, ((k, v), (k_new, v_new)) in enumerate(zip(frames, fresh.cache.frames[layer], strict=True)):
+                k, v = k.clone(), v.clone()
+                k[rows], v[rows] = k_new, v_new
+                frames[j] = (k, v)
+        state.z = state.z.clone()
+        state.z[rows] = fresh.z
 
     def _rollout_recompute(
         self, z_hist: torch.Tensor, past_actions: torch.Tensor, actions: torch.Tensor

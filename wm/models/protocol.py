@@ -31,6 +31,19 @@ class WorldModel(Protocol):
         """`z_hist (B, T, N, D)`, `actions (B, [S,] H, A)`, `past_actions (B, T-1, A)` -> `(B, [S,] H, N, D)`."""
         ...
 
+    def start_imagination(self, z_hist: torch.Tensor, past_actions=None, generator=None):
+        """Begin a step-by-step rollout from `z_hist (B, T, N, D)` and `past_actions (B, T-1, A)`; an opaque state."""
+        ...
+
+    def imagine_step(self, state, actions: torch.Tensor) -> torch.Tensor:
+        """Advance the rollout `state` by one block `actions (B, A)` -> next latents `(B, N, D)` (history encoded
+        once, when the rollout started: a KV cache for the latent models, a frame context for the diffusion model)."""
+        ...
+
+    def restart_imagination(self, state, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor):
+        """Replace rows `rows (R,)` of the rollout by fresh starts `z_hist (R, num_hist, N, D)`, the rest untouched."""
+        ...
+
     @property
     def can_decode(self) -> bool: ...
 

@@ -23,6 +23,7 @@ imperfect frames in long rollouts; plus a success classifier on real frames (see
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +66,12 @@ class DiffusionWMConfig:
     residual: bool = True  # diffuse the change from the last frame (False: the frame itself, as DIAMOND)
     success_head: bool = True
     success_goal: bool = True  # the head compares the frame with a goal image (False: the frame alone)
+    success_labels: str = "recorded"  # the store's success vs rendered goal images; "hindsight": env-judged pairs
     success_width: int = 32
     success_weight: float = 1.0
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}} per env dim
+
+    PER_FRAME_GOAL_IMAGES: ClassVar[bool] = True  # its head reads `goal_rgb (B, n, H, W, 3)`, a goal per frame
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,16 +167,12 @@ class DiffusionWorldModel(nn.Module):
         out = self.edm.sample(net, noise, self.cfg.sampling_steps, self.cfg.sampler)
         return (out + context[:, -1] if self.cfg.residual else out).clamp(-1, 1)
 
-    def rollout(self, z_hist, actions, past_actions=None, use_cache: bool = True, generator=None) -> torch.Tensor:
-        """`z_hist (B, T, N, 3)`, `actions (B, [S,] H, fs*A)` raw, `past_actions (B, T-1, fs*A)` (None: zeros)
-        -> imagined frames `(B, [S,] H, N, 3)`. A history shorter than `num_hist` is padded with its first frame
-        (and zero actions): the agent at rest. `use_cache` is accepted for the contract (nothing to cache: each
-        step is a fresh denoising). Differentiable w.r.t. `actions`."""
-        k = self.cfg.num_hist
-        squeeze = actions.dim() == 3
-        acts = actions[:, None] if squeeze else actions  # (B, S, H, fsA)
-        b, s, horizon, la = acts.shape
-        t = z_hist.shape[1]
+    def _context(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None):
+        """`(frames (B, K, 3, H, W), past (B, K-1, fsA))` from a history `z_hist (B, T, N, 3)` and its action blocks
+        `past_actions (B, T-1, fsA)` (None: zeros). A history shorter than `num_hist` is padded with its first frame
+        (and zero actions): the agent at rest."""
+        k, la = self.cfg.num_hist, self.cfg.frameskip * self.cfg.action_dim
+        b, t = z_hist.shape[:2]
         frames = self.decoder.to_images(z_hist)  # (B, T, 3, H, W)
         past = past_actions if past_actions is not None else frames.new_zeros(b, t - 1, la)
         past = past[:, max(0, t - k) :].to(frames.dtype)
@@ -180,6 +180,18 @@ class DiffusionWorldModel(nn.Module):
         if t < k:
             frames = torch.cat([frames[:, :1].expand(-1, k - t, -1, -1, -1), frames], dim=1)
             past = torch.cat([past.new_zeros(b, k - t, la), past], dim=1)
+        return frames, past
+
+    def rollout(self, z_hist, actions, past_actions=None, use_cache: bool = True, generator=None) -> torch.Tensor:
+        """`z_hist (B, T, N, 3)`, `actions (B, [S,] H, fs*A)` raw, `past_actions (B, T-1, fs*A)` (None: zeros)
+        -> imagined frames `(B, [S,] H, N, 3)`. A history shorter than `num_hist` is padded (see `_context`).
+        `use_cache` is accepted for the contract (nothing to cache: each step is a fresh denoising).
+        Differentiable w.r.t. `actions`."""
+        k = self.cfg.num_hist
+        squeeze = actions.dim() == 3
+        acts = actions[:, None] if squeeze else actions  # (B, S, H, fsA)
+        b, s, horizon, la = acts.shape
+        frames, past = self._context(z_hist, past_actions)
         ctx = frames[:, None].expand(b, s, *frames.shape[1:]).flatten(0, 1)  # (B*S, K, 3, H, W)
         past = past[:, None].expand(b, s, k - 1, la).flatten(0, 1)  # (B*S, K-1, fsA)
         acts = acts.flatten(0, 1)  # (B*S, H, fsA)
@@ -196,6 +208,29 @@ class DiffusionWorldModel(nn.Module):
             past = block[:, 1:]
         z = self.decoder.to_tokens(torch.stack(outs, dim=1)).unflatten(0, (b, s))  # (B, S, H, N, 3)
         return z[:, 0] if squeeze else z
+
+    def start_imagination(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None = None, generator=None):
+        """Begin a step-by-step rollout (`imagine_step`) from `z_hist (B, T, N, 3)` and its raw action blocks;
+        the sampler's noise comes from `generator` (default: seeded with `sample_seed`)."""
+        frames, past = self._context(z_hist, past_actions)
+        if generator is None:
+            generator = torch.Generator(frames.device).manual_seed(self.cfg.sample_seed)
+        return {"context": frames, "past": past, "generator": generator}
+
+    def imagine_step(self, state: dict, actions: torch.Tensor) -> torch.Tensor:
+        """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next frame `(B, N, 3)`."""
+        block = torch.cat([state["past"], actions[:, None].to(state["past"].dtype)], dim=1)  # (B, K, fsA)
+        ctx = state["context"]
+        noise = torch.randn(ctx[:, -1].shape, generator=state["generator"], device=ctx.device)
+        nxt = self.next_frame(ctx, block.flatten(1), noise)
+        state["context"], state["past"] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1), block[:, 1:]
+        return self.decoder.to_tokens(nxt)
+
+    def restart_imagination(self, state: dict, rows, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
+        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, T, N, 3)`, raw action blocks)."""
+        frames, past = self._context(z_hist, past_actions)
+        state["context"], state["past"] = state["context"].clone(), state["past"].clone()
+        state["context"][rows], state["past"][rows] = frames, past
 
     def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
         """Success logits `(...)` of frames `z (..., N, 3)`, against goal images `z_goal` (broadcastable to `z`)
@@ -247,7 +282,10 @@ class DiffusionWorldModel(nn.Module):
         if self.success is not None and "success" in batch and (not self.success.goal or "goal_rgb" in batch):
             goals = None
             if self.success.goal:
-                goals = self.decoder.to_images(self.encode({"rgb": batch["goal_rgb"]})).flatten(0, 1)
+                goal_rgb = batch["goal_rgb"]  # (B, n, H, W, 3), or (B, H, W, 3): one hindsight goal per window
+                if goal_rgb.dim() == 4:
+                    goal_rgb = goal_rgb[:, None].expand(-1, frames.shape[1], -1, -1, -1)
+                goals = self.decoder.to_images(self.encode({"rgb": goal_rgb})).flatten(0, 1)
             logits = self.success(frames.flatten(0, 1), goals)
             labels = batch["success"].flatten().float()
             bce = F.binary_cross_entropy_with_logits(logits, labels)

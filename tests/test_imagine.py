@@ -1,0 +1,184 @@
+"""Imagination as an environment: the latent success head, step-by-step rollouts with restarts, and
+`ImaginedVectorEnv` driven through gymnasium's vector API for a JEPA (the shipped PointMaze model with a success
+head trained on top) and a tiny diffusion model."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHIPPED, VELOCITY
+from gymnasium.vector import AutoresetMode
+
+from wm.data.store import EpisodeStore
+from wm.errors import WMError
+from wm.imagine import ImaginedVectorEnv, StoreStarts
+from wm.models.checkpoint import load_checkpoint
+from wm.models.diffusion.world_model import DiffusionWMConfig, DiffusionWorldModel
+
+
+def test_the_success_head_trains_alone_on_a_frozen_world_model(jepa):
+    model, config, _ = jepa
+    shipped, _ = load_checkpoint(SHIPPED)
+    trained = model.state_dict()
+    for key, value in shipped.state_dict().items():
+        assert torch.equal(value, trained[key]), key  # the world model did not move
+    assert model.success_mode == "goal" and config["train"]["only"] == "success"
+
+
+def test_the_latent_success_head_separates_reached_from_unreached_goals(jepa, maze):
+    model, _, _ = jepa
+    with EpisodeStore.open(maze) as store:
+        ep = store.episode(0, ["rgb", "proprio", "state"])
+    obs = {"rgb": torch.as_tensor(ep["rgb"])[None], "proprio": torch.as_tensor(ep["proprio"])[None]}
+    goal_proprio = torch.as_tensor(ep["proprio"][-1:]).clone()
+    goal_proprio[:, list(VELOCITY)] = 0
+    with torch.no_grad():
+        z = model.encode(obs)[0]  # (L, N, D)
+        z_goal = model.encode({"rgb": torch.as_tensor(ep["rgb"][-1:])[None], "proprio": goal_proprio[None]})[0]
+        prob = torch.sigmoid(model.success_logits(z, z_goal)).numpy()
+    from envs.registry import make_env
+
+    env = make_env("wm/PointMaze-v0").unwrapped
+    labels = np.array([env.is_success(s, ep["state"][-1]) for s in ep["state"]])
+    assert labels.any() and not labels.all()
+    assert prob[labels].mean() > prob[~labels].mean() + 0.3
+
+
+def test_step_by_step_imagination_with_restarts_matches_batched_rollouts(jepa):
+    model, _, _ = jepa
+    torch.manual_seed(0)
+    h, a = model.spec["num_hist"], model.spec["action_dim"]
+    z, past, acts = torch.randn(4, h, 1, 74), torch.randn(4, h - 1, a), torch.randn(4, 6, a)
+    with torch.no_grad():
+        state = model.start_imagination(z, past)
+        for i in range(3):
+            model.imagine_step(state, acts[:, i])
+        z_new, past_new = torch.randn(2, h, 1, 74), torch.randn(2, h - 1, a)
+        model.restart_imagination(state, torch.tensor([1, 3]), z_new, past_new)
+        steps = torch.stack([model.imagine_step(state, acts[:, 3 + i]) for i in range(3)], 1)
+        fresh = model.rollout(z_new, acts[[1, 3], 3:], past_actions=past_new)
+        going_on = model.rollout(z[[0, 2]], acts[[0, 2]], past_actions=past[[0, 2]])[:, 3:]
+    torch.testing.assert_close(steps[[1, 3]], fresh, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(steps[[0, 2]], going_on, atol=1e-5, rtol=1e-4)
+
+
+def drive(env, steps: int, seed: int = 0):
+    """Random actions from the env's own (seeded) action space; returns the observations and rewards."""
+    env.action_space.seed(seed)
+    obs, info = env.reset(seed=seed)
+    assert env.observation_space.contains(obs) and env.single_observation_space["goal"].shape == obs["goal"].shape[1:]
+    history = [obs]
+    rewards = []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert reward.shape == terminated.shape == truncated.shape == (env.num_envs,)
+        assert info["success_prob"].shape == (env.num_envs,) and info["_success_prob"].all()
+        history.append(obs)
+        rewards.append(reward)
+    return history, np.stack(rewards)
+
+
+def test_imagined_env_speaks_gymnasiums_vector_api_for_the_jepa(jepa, maze):
+    model, _, _ = jepa
+    starts = StoreStarts(model, maze, goal_blocks=(1, 4), velocity_dims=VELOCITY)
+    env = ImaginedVectorEnv(model, starts, num_envs=8, horizon=3, history=2)
+    assert env.single_observation_space["latents"].shape == (2, 1, 74)
+    assert env.single_action_space.shape == (model.spec["action_dim"],)
+    first, rewards = drive(env, 7, seed=3)
+    again, rewards_again = drive(env, 7, seed=3)  # seeding: the same starts, goals and futures
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["latents"], b["latents"])
+    np.testing.assert_array_equal(rewards, rewards_again)
+    other, _ = drive(env, 1, seed=4)
+    assert not np.array_equal(first[0]["goal"], other[0]["goal"])
+    assert env.real_env_steps == 0 and env.imagined_steps > 0
+
+    # NEXT_STEP autoreset: an episode ends by success or after `horizon` blocks; the next step is the new start
+    env.reset(seed=5)
+    actions = np.zeros(env.action_space.shape, np.float32)
+    done = np.zeros(env.num_envs, bool)
+    ended = 0
+    for _ in range(8):
+        obs, reward, terminated, truncated, info = env.step(actions)
+        assert (reward[done] == 0).all() and not (terminated | truncated)[done].any()
+        assert (info["imagined_step"][done] == 0).all() and (info["imagined_step"] <= env.horizon).all()
+        assert not (terminated & truncated).any() and (info["imagined_step"][truncated] == env.horizon).all()
+        done = terminated | truncated
+        assert done[info["imagined_step"] == env.horizon].all()
+        ended += int(done.sum())
+    assert ended >= env.num_envs
+
+
+def test_same_step_autoreset_puts_the_last_observation_in_info(jepa, maze):
+    model, _, _ = jepa
+    starts = StoreStarts(model, maze, velocity_dims=VELOCITY)
+    env = ImaginedVectorEnv(model, starts, num_envs=4, horizon=2, autoreset_mode=AutoresetMode.SAME_STEP,
+                            reward="probability")  # fmt: skip
+    env.reset(seed=0)
+    actions = np.zeros(env.action_space.shape, np.float32)
+    env.step(actions)
+    obs, reward, terminated, truncated, info = env.step(actions)
+    assert truncated.all() and not terminated.any() and "final_obs" in info
+    assert ((0 <= reward) & (reward <= 1)).all()
+    assert not np.array_equal(info["final_obs"]["latents"], obs["latents"])  # fresh starts came at once
+
+
+def test_imagined_rollouts_of_recorded_actions_track_the_recorded_future(jepa, maze):
+    model, _, _ = jepa
+    fs, h, blocks = model.spec["frameskip"], model.spec["num_hist"], 6
+    with EpisodeStore.open(maze) as store:
+        episodes = [store.episode(i, ["rgb", "proprio", "action"]) for i in range(store.num_episodes)]
+    t = (h - 1) * fs
+    pairs = [(i, t, t + fs) for i in range(len(episodes))]
+    starts = StoreStarts(model, maze, pairs=pairs)
+    env = ImaginedVectorEnv(model, starts, num_envs=len(pairs), horizon=blocks, reward="probability")  # no early end
+    obs, _ = env.reset(seed=0)
+    with torch.no_grad():
+        real = torch.stack(
+            [model.encode({k: torch.as_tensor(ep[k])[None] for k in ("rgb", "proprio")})[0] for ep in episodes]
+        )  # fmt: skip  (E, L, N, D)
+    model_err = copy_err = 0.0
+    last = torch.as_tensor(obs["latents"][:, -1])
+    for k in range(blocks):
+        block = np.stack([ep["action"][t + k * fs : t + (k + 1) * fs].reshape(-1) for ep in episodes])
+        obs, *_ = env.step(block)
+        target = real[:, t + (k + 1) * fs]
+        model_err += float(((torch.as_tensor(obs["latents"][:, -1]) - target) ** 2).mean())
+        copy_err += float(((last - target) ** 2).mean())
+    assert model_err < 0.5 * copy_err
+
+
+def tiny_diffusion(**overrides) -> DiffusionWorldModel:
+    cfg = {
+        "image_size": 64,
+        "num_hist": 2,
+        "frameskip": 5,
+        "action_dim": 2,
+        "action_low": [-1.0, -1.0],
+        "action_high": [1.0, 1.0],
+        "unet": {"channels": [8, 8, 8], "layers_per_block": 1, "norm_groups": 4, "patch_size": 2},
+        "success_width": 8,
+        "sampling_steps": 1,
+        **overrides,
+    }
+    torch.manual_seed(0)
+    return DiffusionWorldModel(DiffusionWMConfig(**cfg)).eval()
+
+
+def test_imagined_env_runs_a_diffusion_model_too(maze):
+    model = tiny_diffusion()
+    starts = StoreStarts(model, maze, velocity_dims=VELOCITY)
+    assert not starts.frames.precomputed  # pixels are encoded when drawn
+    env = ImaginedVectorEnv(model, starts, num_envs=3, horizon=2, render_mode="rgb_array")
+    first, _ = drive(env, 4, seed=1)
+    again, _ = drive(env, 4, seed=1)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["latents"], b["latents"])
+    assert first[0]["latents"].shape == (3, 1, 64 * 64, 3)
+    assert env.render().shape == (3, 64, 64, 3)
+
+
+def test_imagination_needs_a_success_head(maze):
+    model = tiny_diffusion(success_head=False)
+    with pytest.raises(WMError, match="success head"):
+        ImaginedVectorEnv(model, StoreStarts(model, maze), num_envs=2)

@@ -1,0 +1,196 @@
+"""Policies on world-model latents: the Gaussian and diffusion heads learn by behaviour cloning, their contracts
+(bounds, log-probs, explicit noise), checkpoints bound to their world model, `wm bc`, `wm eval-policy` (real and
+imagined) and `wm validate --controller policy`, and the one-line errors of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHIPPED
+
+from policies.checkpoint import build_policy, load_policy
+from policies.diffusion import DiffusionPolicy
+from policies.gaussian import GaussianPolicy
+from policies.protocol import PolicyConfig
+from wm.app.cli import main
+from wm.errors import WMError
+from wm.models.checkpoint import read_config, save_checkpoint
+
+CFG = {"tokens": 1, "latent_dim": 4, "frameskip": 2, "action_dim": 2, "width": 64}
+
+
+def synthetic_batch(n: int, gen: torch.Generator) -> dict:
+    """Latents whose first two dims are a position; the demonstrated block moves halfway toward the goal."""
+    z = torch.rand(n, 1, 1, 4, generator=gen) * 2 - 1
+    goal = torch.rand(n, 1, 4, generator=gen) * 2 - 1
+    step = ((goal[:, 0, :2] - z[:, 0, 0, :2]) / 2).clamp(-1, 1)
+    return {"z_hist": z, "z_goal": goal, "action": step.repeat(1, 2)}
+
+
+def clone(policy, steps: int = 400) -> float:
+    """BC on `synthetic_batch`; returns the held-out MSE of the acted blocks."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss, _ = policy(synthetic_batch(128, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = synthetic_batch(256, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        acted = policy.eval().act(test["z_hist"], test["z_goal"], noise=torch.zeros(256, 4))
+    return float(((acted.flatten(1) - test["action"]) ** 2).mean())
+
+
+def test_gaussian_policy_clones_a_goal_reaching_rule_and_exposes_log_probs():
+    policy = GaussianPolicy(PolicyConfig(kind="gaussian", **CFG))
+    batch = synthetic_batch(8, torch.Generator().manual_seed(1))
+    assert policy.log_prob(batch["z_hist"], batch["z_goal"], batch["action"]).shape == (8,)
+    assert policy.entropy(batch["z_hist"], batch["z_goal"]).shape == (8,)
+    baseline = float((batch["action"] ** 2).mean())
+    assert clone(policy) < 0.1 * baseline
+    with torch.no_grad():
+        policy.log_std.fill_(3.0)  # far above the cap: the std stays at e^0
+        assert torch.allclose(policy.distribution(batch["z_hist"], batch["z_goal"]).stddev, torch.ones(8, 4))
+        wild = policy.act(batch["z_hist"], batch["z_goal"], noise=torch.full((8, 4), 50.0))
+    assert wild.shape == (8, 2, 2) and float(wild.abs().max()) <= 1.0
+
+
+def test_diffusion_policy_clones_too_and_its_noise_is_an_explicit_input():
+    policy = DiffusionPolicy(PolicyConfig(kind="diffusion", act_steps=4, **CFG))
+    batch = synthetic_batch(16, torch.Generator().manual_seed(2))
+    baseline = float((batch["action"] ** 2).mean())
+    assert clone(policy, 600) < 0.25 * baseline
+    noise = torch.randn(16, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = policy.act(batch["z_hist"], batch["z_goal"], noise=noise)
+        b = policy.act(batch["z_hist"], batch["z_goal"], noise=noise)
+        c = policy.act(batch["z_hist"], batch["z_goal"], noise=-noise)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert float(a.abs().max()) <= 1.0
+
+
+def one_line_error(capsys, argv, match):
+    capsys.readouterr()
+    code = main(argv)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("wm: error")]
+    assert code == 2 and len(err) == 1 and match in err[0], err
+
+
+@pytest.fixture(scope="module")
+def cloned(maze, jepa, tmp_path_factory):
+    """A Gaussian policy cloned by `wm bc` on the test store's expert episodes, reading `jepa`'s latents."""
+    out = tmp_path_factory.mktemp("bc") / "gaussian"
+    argv = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian", "--out", str(out)]
+    assert main([*argv, "--steps", "40", "batch_size=32", "val_every=20"]) == 0
+    return out / "policy"
+
+
+def test_bc_writes_a_policy_checkpoint_naming_its_world_model(cloned, jepa):
+    config = read_config(cloned)
+    assert config["policy"]["kind"] == "gaussian" and config["step"] == 40
+    assert config["world_model"]["checkpoint"] == str(jepa[2]) and len(config["world_model"]["sha256"]) == 64
+    assert set(config["data"]["train_episodes"]) <= {0, 1, 2, 3, 4}  # expert episodes only
+    policy, _, model, _ = load_policy(cloned)
+    assert isinstance(policy, GaussianPolicy) and model.success_mode == "goal"
+
+
+def test_eval_policy_reports_real_zero_action_and_imagined_success(cloned, maze, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval-policy", "--policy", str(cloned), "--env", "wm/PointMaze-v0", "--data", str(maze)]
+    assert main([*argv, "--episodes", "4", "--budget", "20", "--imagined", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes"] == 4 and 0 <= results["success_rate"] <= 1
+    assert results["zero_action_success"]["n"] == 4 and results["imagined"]["blocks"] == 4
+    assert {"success", "imagined_success", "zero_action_success"} <= set(results["per_episode"][0])
+    assert (out / "summary.png").is_file() and (out / "episode_0.mp4").is_file()
+
+
+def test_bad_policy_input_gives_one_line_errors_and_writes_nothing(cloned, maze, jepa, tmp_path, capsys):
+    bc = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian"]
+    one_line_error(capsys, [*bc, "--out", str(tmp_path / "a"), "--demos", "0"], "at least 1")
+    one_line_error(capsys, [*bc, "--out", str(tmp_path / "b"), "--demos", "99"], "more than the")
+    one_line_error(capsys, [*bc, "--out", str(tmp_path / "c"), "widht=3"], "unknown setting")
+    evaluate = ["eval-policy", "--policy", str(cloned), "--env", "wm/PointMaze-v0", "--data", str(maze)]
+    one_line_error(capsys, [*evaluate, "--world-model", SHIPPED, "--out", str(tmp_path / "d")], "latents of")
+    one_line_error(capsys, [*evaluate, "--env", "wm/Wall-v0", "--out", str(tmp_path / "e")], "not wm/Wall-v0")
+    policy, config, _, _ = load_policy(cloned)
+    with torch.no_grad():
+        policy.log_std.fill_(float("nan"))
+        for p in policy.mean_net.parameters():
+            p.fill_(float("nan"))
+    broken = tmp_path / "broken"
+    save_checkpoint(broken, policy, {k: v for k, v in config.items() if k != "format"})
+    nan = ["eval-policy", "--policy", str(broken), "--env", "wm/PointMaze-v0", "--data", str(maze), "--episodes", "2"]
+    one_line_error(capsys, [*nan, "--out", str(tmp_path / "f")], "NaN")
+    assert not any((tmp_path / name).exists() for name in "abcdef")
+
+
+def test_bc_refuses_a_store_without_expert_episodes(jepa, tmp_path, capsys):
+    from envs.collector import collect
+    from wm.data.layout import store_layout
+    from wm.data.store import EpisodeStore
+
+    path = tmp_path / "random"
+    keys, spec = store_layout("wm/PointMaze-v0", 64, 100)
+    with EpisodeStore.create(path, keys, spec) as store:
+        for ep in collect("wm/PointMaze-v0", 2, 100, policy="random", seed=0, workers=1):
+            store.append_episode(ep)
+        store.record_collection({"policy": "random", "first_episode": 0, "episodes_written": 2})
+    argv = [
+        "bc",
+        "--data",
+        str(path),
+        "--world-model",
+        str(jepa[2]),
+        "--policy",
+        "gaussian",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    one_line_error(capsys, argv, "no expert episodes")
+    assert not (tmp_path / "o").exists()
+
+
+def test_policy_checkpoints_rebuild_exactly(cloned):
+    policy, config, model, _ = load_policy(cloned)
+    again = build_policy(config["policy"])
+    again.load_state_dict(policy.state_dict())
+    z = torch.randn(3, 1, model.spec["tokens"], model.spec["latent_dim"])
+    goal = torch.randn(3, model.spec["tokens"], model.spec["latent_dim"])
+    assert torch.equal(policy.act(z, goal), again.eval().act(z, goal))
+
+
+def test_a_policy_drives_a_robot_through_wm_validate(cloned, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    wm = [sys.executable, "-m", "wm.app.cli"]
+    serve = [*wm, "robot", "serve", "--env", "wm/PointMaze-v0", "--port", "0", "--token", "t", "--watchdog", "2"]
+    server = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = re.search(r"tcp://[\d.]+:\d+", server.stdout.readline()).group(0)
+        out = tmp_path / "validate"
+        argv = ["validate", "--robot", address, "--token", "t", "--controller", "policy", "--policy", str(cloned)]
+        argv += ["--episodes", "1", "--budget", "10", "--goal-store", str(read_config(cloned)["data"]["store"])]
+        assert main([*argv, "--goal-offset", "5", "--out", str(out)]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["controller"] == "policy" and results["episodes_complete"] == 1
+        assert results["replan_latency_ms"]["n"] == 2  # one policy call per 5-step block
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)
+        server.stdout.close()
+        server.stderr.close()
+
+
+def test_policy_settings_are_checked():
+    with pytest.raises(WMError, match="gaussian or diffusion"):
+        PolicyConfig(kind="tree")
+    with pytest.raises(WMError, match="log_std_min"):
+        PolicyConfig(log_std_min=1.0, log_std_max=0.0)
+    assert np.allclose(PolicyConfig().action_high, [1.0, 1.0])

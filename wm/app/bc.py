@@ -1,0 +1,120 @@
+"""`wm bc`: goal-conditioned behaviour cloning of a policy on a world model's latents, from expert episodes.
+
+The demonstrations are the store's expert episodes (`wm collect --policy expert`), minus the episodes the world
+model held out (they stay held out for evaluation); `--demos N` keeps N of them, the few-demonstration setting in
+which refinement pays off. A tenth of the expert episodes (at least one) is kept apart for the validation loss.
+Goals are hindsight goals 1..`goal_blocks` world-model blocks ahead on the demonstrated path (`policies.bc`).
+Training is the shared loop (`wm.train`): progress bar, validation loss, checkpoints with exact resume; overrides
+are policy settings (`width=512`, `history=2`, `act_steps=8`) and training settings (`lr=3e-4`, `batch_size=256`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from wm.errors import WMError
+
+TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 256, "warmup_steps": 100, "weight_decay": 1e-4, "val_every": 500}
+
+
+@dataclass
+class BCConfig:
+    data: str
+    world_model: str
+    policy: str
+    out: str
+    demos: int | None = None  # keep only this many expert episodes
+    steps: int = 4000
+    goal_blocks: int = 8  # hindsight goals 1..goal_blocks world-model blocks ahead
+    seed: int = 0
+    overrides: list = field(default_factory=list)  # key=value policy / training settings
+
+
+def demo_split(expert: np.ndarray, demos: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(train, val)` episodes: a tenth of the expert episodes (at least one) for validation, then `demos` of the
+    rest (all by default) for training; a seeded permutation picks both."""
+    order = np.random.default_rng(seed).permutation(expert)
+    n_val = max(1, round(0.1 * len(order))) if len(order) > 1 else 0
+    pool = order[n_val:]
+    if demos is not None and demos > len(pool):
+        raise WMError(f"--demos {demos} asks for more than the {len(pool)} expert episodes left for training")
+    return np.sort(pool[:demos] if demos is not None else pool), np.sort(order[:n_val])
+
+
+def run_bc(cfg: BCConfig) -> dict:
+    from envs.registry import is_builtin, make_env
+    from policies.bc import HindsightBlocks
+    from policies.checkpoint import build_policy, world_model_record
+    from policies.protocol import PolicyConfig
+    from wm.data.collection import episodes_collected_with
+    from wm.data.latent_frames import EpisodeLatents
+    from wm.data.store import EpisodeStore
+    from wm.models.checkpoint import load_checkpoint
+    from wm.run_config import parse_overrides
+    from wm.train import TrainConfig, Trainer
+
+    if cfg.policy not in ("gaussian", "diffusion"):
+        raise WMError(f"--policy must be gaussian or diffusion, got {cfg.policy!r}")
+    if cfg.demos is not None and cfg.demos < 1:
+        raise WMError(f"--demos must be at least 1, got {cfg.demos}")
+    model, wm_config = load_checkpoint(cfg.world_model)
+    overrides = parse_overrides(list(cfg.overrides))
+    policy_names = {f.name for f in fields(PolicyConfig)} - {"kind"}
+    train_names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - policy_names - train_names)
+    if unknown:
+        raise WMError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(policy_names | train_names))}"
+        )
+    with EpisodeStore.open(cfg.data) as store:
+        if store.spec != wm_config["data"]["spec"]:
+            raise WMError(f"{cfg.data} holds other data ({store.spec.get('env', {}).get('id')}) than the world model "
+                          "was trained on; pass a store of the same env and spec")  # fmt: skip
+        expert = episodes_collected_with(store, "expert")
+        if Path(wm_config["data"].get("store", "")) == store.root.resolve():
+            expert = np.setdiff1d(expert, wm_config["data"].get("val_episodes", []))  # stay held out
+        spec = store.spec
+    if len(expert) == 0:
+        raise WMError(f"{cfg.data} has no expert episodes to clone; collect some with `wm collect --policy expert`")
+    train_eps, val_eps = demo_split(expert, cfg.demos, cfg.seed)
+    env_id = spec["env"]["id"]
+    velocity_dims = tuple(make_env(env_id).unwrapped.proprio_velocity_dims) if is_builtin(env_id) else ()
+    policy_cfg = PolicyConfig.for_world_model(
+        model.spec, spec["action"]["low"], spec["action"]["high"], kind=cfg.policy,
+        **{k: v for k, v in overrides.items() if k in policy_names},
+    )  # fmt: skip
+    try:
+        chosen = {k: v for k, v in overrides.items() if k in train_names and k != "steps"}
+        train_cfg = TrainConfig(**{**TRAIN_DEFAULTS, "seed": cfg.seed, **chosen, "steps": cfg.steps})
+    except TypeError as e:
+        raise WMError(f"bad training setting: {e}") from None
+    data = {"goal_blocks": (1, cfg.goal_blocks), "seed": cfg.seed}
+    frames = EpisodeLatents(model, cfg.data, train_eps, velocity_dims)
+    train_ds = HindsightBlocks(frames, policy_cfg.history, policy_cfg.frameskip, **data)
+    val_ds = None
+    if len(val_eps):
+        val_frames = EpisodeLatents(model, cfg.data, val_eps, velocity_dims)
+        val_ds = HindsightBlocks(val_frames, policy_cfg.history, policy_cfg.frameskip, **data)
+    run_config = {
+        "policy": policy_cfg.to_dict(),
+        "world_model": world_model_record(cfg.world_model),
+        "data": {
+            "store": str(Path(cfg.data).resolve()),
+            "spec": spec,
+            "demos": len(train_eps),
+            "train_episodes": train_eps.tolist(),
+            "val_episodes": val_eps.tolist(),
+            "goal_blocks": [1, cfg.goal_blocks],
+            "velocity_dims": list(velocity_dims),
+        },
+        "bc": {"policy": cfg.policy, "demos_requested": cfg.demos, "overrides": list(cfg.overrides)},
+    }
+    trainer = Trainer(build_policy(policy_cfg.to_dict()), train_ds, val_ds, train_cfg, cfg.out, run_config,
+                      final="policy", identity="policy")  # fmt: skip
+    if trainer.resume():
+        print(f"resuming {cfg.out} from step {trainer.step}")
+    summary = trainer.fit()
+    return {**summary, "demos": len(train_eps), "train_items": len(train_ds), "val_episodes": len(val_eps)}
