@@ -1,10 +1,11 @@
 """Goal-conditioned behaviour cloning data: expert blocks with hindsight goals, as world-model latents.
 
-`HindsightBlocks(frames, history, frameskip)` yields one item per (episode, time t) of the given episodes:
+`HindsightBlocks(frames, history, frameskip)` yields one item per (episode, time t, goal offset k) of the given
+episodes, k in `goal_blocks` (every offset is an item: an epoch sees each start with every goal):
 `z_hist (history, N, D)` the latents of frames t-(history-1)*fs .. t (the episode's first frame repeated before
-it starts, as a policy sees it at an episode's start), `z_goal (N, D)` the latent of a frame k blocks later
-(k uniform in `goal_blocks`, velocities zeroed as every goal), `action (fs * A,)` the block the expert applied
-from t. Goals are a pure function of (seed, index), so a resumed run sees the same data.
+it starts, as a policy sees it at an episode's start), `z_goal (N, D)` the latent of the frame k blocks later
+(the episode's last frame if it ends first; velocities zeroed as every goal), `action (fs * A,)` the block the
+expert applied from t. `__getitems__` reads a whole batch at once (vectorised), which the training loop uses.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ class HindsightBlocks(Dataset):
         history: int,
         frameskip: int,
         goal_blocks: tuple[int, int] = (1, 8),
-        seed: int = 0,
     ):
-        self.frames, self.history, self.fs, self.goal_blocks, self.seed = frames, history, frameskip, goal_blocks, seed
+        self.frames, self.history, self.fs, self.goal_blocks = frames, history, frameskip, goal_blocks
         lo = goal_blocks[0]
         starts = [
             (pos, t)
@@ -35,19 +35,24 @@ class HindsightBlocks(Dataset):
         if not starts:
             raise WMError(f"no episode is longer than {lo * frameskip} frames: too short for goals {lo}+ blocks on")
         self.starts = np.array(starts, np.int64)
+        self.offsets_k = np.arange(lo, goal_blocks[1] + 1)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self.starts) * len(self.offsets_k)
 
-    def __getitem__(self, index: int) -> dict:
-        pos, t = self.starts[index]
-        length, offset = int(self.frames.lengths[pos]), int(self.frames.offsets[pos])
-        rng = np.random.default_rng([self.seed, index])
-        lo, hi = self.goal_blocks
-        goal = min(t + int(rng.integers(lo, hi + 1)) * self.fs, length - 1)
-        hist = offset + np.maximum(t - np.arange(self.history - 1, -1, -1) * self.fs, 0)
+    def __getitems__(self, indices) -> dict:
+        """The batch `{"z_hist": (B, history, N, D), "z_goal": (B, N, D), "action": (B, fs * A)}` of `indices`."""
+        start, k = np.divmod(np.asarray(indices, np.int64), len(self.offsets_k))
+        pos, t = self.starts[start, 0], self.starts[start, 1]
+        lengths, offsets = self.frames.lengths[pos], self.frames.offsets[pos]
+        goal = np.minimum(t + self.offsets_k[k] * self.fs, lengths - 1)
+        back = np.arange(self.history - 1, -1, -1) * self.fs
+        hist = offsets[:, None] + np.maximum(t[:, None] - back, 0)
         return {
             "z_hist": self.frames.latents(hist),
-            "z_goal": self.frames.latents(np.array(offset + goal), goal=True),
-            "action": self.frames.action_blocks(np.array([offset + t]), 1, self.fs)[0, 0],
+            "z_goal": self.frames.latents(offsets + goal, goal=True),
+            "action": self.frames.action_blocks(offsets + t, 1, self.fs)[:, 0],
         }
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}

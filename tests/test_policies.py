@@ -194,3 +194,16 @@ def test_policy_settings_are_checked():
     with pytest.raises(WMError, match="log_std_min"):
         PolicyConfig(log_std_min=1.0, log_std_max=0.0)
     assert np.allclose(PolicyConfig().action_high, [1.0, 1.0])
+
+
+def test_bc_resumes_from_its_last_checkpoint(maze, jepa, tmp_path, capsys):
+    out = tmp_path / "bc"
+    argv = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "diffusion", "--out", str(out)]
+    tiny = ["batch_size=16", "ckpt_every=10", "val_every=10", "width=32", "act_steps=2"]
+    assert main([*argv, "--steps", "10", *tiny]) == 0
+    first = read_config(out / "policy")
+    capsys.readouterr()
+    assert main([*argv, "--steps", "20", *tiny]) == 0
+    assert "resuming" in capsys.readouterr().out and read_config(out / "policy")["step"] == 20
+    assert first["policy"] == read_config(out / "policy")["policy"]
+    one_line_error(capsys, [*argv[:-2], "--policy", "gaussian", "--out", str(out), "--steps", "30", *tiny], "another")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from wm.errors import WMError
-from wm.models.checkpoint import load_training_state, save_checkpoint
+from wm.models.checkpoint import load_training_state, read_config, save_checkpoint
 
 
 @dataclass
@@ -107,6 +107,11 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def batched(batch: dict) -> dict:
+    """The collate step for datasets that read whole batches (`__getitems__`): nothing left to do."""
+    return batch
+
+
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -164,11 +169,10 @@ class Trainer:
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
             return False
-        config = load_training_state(ckpt, self.model, self.optimizer)
-        if config.get(self.identity) != self.run_config.get(self.identity):
+        if read_config(ckpt).get(self.identity) != self.run_config.get(self.identity):
             raise WMError(f"{self.out} holds a run with another {self.identity} config; pass a new --out or the same "
                           "settings")  # fmt: skip
-        self.step = int(config["step"])
+        self.step = int(load_training_state(ckpt, self.model, self.optimizer)["step"])
         return True
 
     def _log(self, record: dict) -> None:
@@ -189,9 +193,9 @@ class Trainer:
 
     def _loader(self, ds: Dataset, steps: int, start: int, seed: int) -> DataLoader:
         sampler = StepSampler(len(ds), self.cfg.batch_size, steps, seed, start, self.rank, self.world)
-        return DataLoader(
-            ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers, drop_last=True
-        )
+        collate = batched if hasattr(ds, "__getitems__") else None
+        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
+                          drop_last=True, collate_fn=collate)  # fmt: skip
 
     @torch.no_grad()
     def validate(self) -> dict:

@@ -3,7 +3,9 @@
 The demonstrations are the store's expert episodes (`wm collect --policy expert`), minus the episodes the world
 model held out (they stay held out for evaluation); `--demos N` keeps N of them, the few-demonstration setting in
 which refinement pays off. A tenth of the expert episodes (at least one) is kept apart for the validation loss.
-Goals are hindsight goals 1..`goal_blocks` world-model blocks ahead on the demonstrated path (`policies.bc`).
+Goals are hindsight goals 1..`goal_blocks` world-model blocks ahead on the demonstrated path (`policies.bc`);
+the default 3 (15 env steps) was chosen on tuning goals: on PointMaze goals 25 steps ahead, a Gaussian policy
+cloned with goals 1..3 blocks ahead reached 91%, with 1..5 69% and with 1..8 40% (Wall: 1..2 best, 84%).
 Training is the shared loop (`wm.train`): progress bar, validation loss, checkpoints with exact resume; overrides
 are policy settings (`width=512`, `history=2`, `act_steps=8`) and training settings (`lr=3e-4`, `batch_size=256`).
 """
@@ -28,7 +30,7 @@ class BCConfig:
     out: str
     demos: int | None = None  # keep only this many expert episodes
     steps: int = 4000
-    goal_blocks: int = 8  # hindsight goals 1..goal_blocks world-model blocks ahead
+    goal_blocks: int = 3  # hindsight goals 1..goal_blocks world-model blocks ahead (see the module docstring)
     seed: int = 0
     overrides: list = field(default_factory=list)  # key=value policy / training settings
 
@@ -91,7 +93,7 @@ def run_bc(cfg: BCConfig) -> dict:
         train_cfg = TrainConfig(**{**TRAIN_DEFAULTS, "seed": cfg.seed, **chosen, "steps": cfg.steps})
     except TypeError as e:
         raise WMError(f"bad training setting: {e}") from None
-    data = {"goal_blocks": (1, cfg.goal_blocks), "seed": cfg.seed}
+    data = {"goal_blocks": (1, cfg.goal_blocks)}
     frames = EpisodeLatents(model, cfg.data, train_eps, velocity_dims)
     train_ds = HindsightBlocks(frames, policy_cfg.history, policy_cfg.frameskip, **data)
     val_ds = None

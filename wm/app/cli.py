@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
     p.add_argument("--demos", type=_positive_int, default=None, help="keep only this many expert episodes")
     p.add_argument("--steps", type=_positive_int, default=4000, help="optimisation steps")
-    p.add_argument("--goal-blocks", type=_positive_int, default=8, help="hindsight goals 1..K blocks ahead")
+    p.add_argument("--goal-blocks", type=_positive_int, default=3, help="hindsight goals 1..K blocks ahead")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. width=512 lr=3e-4")
 

@@ -1,0 +1,108 @@
+"""Benchmark imagination and policies on this machine; prints one JSON object.
+
+- `imagined_env`: env blocks per second of `ImaginedVectorEnv` stepped with random actions (autoreset on, horizon
+  10, reward from the success head) at each `--num-envs`, for the shipped JEPA (PointMaze, 1 token per frame) and
+  the default pixel diffusion model (64 px, 3 Euler steps; random weights: the cost is the same as trained ones).
+  One imagined step is one world-model block (`frameskip` = 5 env steps); `env_steps_per_s` counts those.
+- `policy`: blocks per second of `act()` at batch 256 for a Gaussian and a diffusion policy (8 DDIM steps) on the
+  JEPA's latents, and env actions per second (x frameskip).
+
+Usage: python scripts/bench_imagine.py [--num-envs 1 64 256] [--steps 50] [--threads 2] [--skip-diffusion]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from envs.collector import collect
+from policies.checkpoint import build_policy
+from policies.protocol import PolicyConfig
+from wm.data.layout import store_layout
+from wm.data.store import EpisodeStore
+from wm.imagine import ImaginedVectorEnv, StoreStarts
+from wm.models.checkpoint import load_checkpoint
+from wm.models.registry import build_world_model
+
+VELOCITY = (2, 3)
+
+
+def make_store(path: str) -> None:
+    keys, spec = store_layout("wm/PointMaze-v0", 64, 100)
+    with EpisodeStore.create(path, keys, spec) as store:
+        for episode in collect("wm/PointMaze-v0", 8, 100, policy="expert", seed=0, workers=1):
+            store.append_episode(episode)
+
+
+@torch.no_grad()
+def env_rate(model, store: str, num_envs: int, steps: int) -> dict:
+    env = ImaginedVectorEnv(model, StoreStarts(model, store, velocity_dims=VELOCITY), num_envs=num_envs, horizon=10)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps + 2)]
+    for a in actions[:2]:  # warm-up
+        env.step(a)
+    started = time.perf_counter()
+    for a in actions[2:]:
+        env.step(a)
+    seconds = time.perf_counter() - started
+    fs = model.spec["frameskip"]
+    return {
+        "num_envs": num_envs,
+        "imagined_steps_per_s": round(num_envs * steps / seconds, 1),
+        "env_steps_per_s": round(num_envs * steps * fs / seconds, 1),
+        "ms_per_vector_step": round(1000 * seconds / steps, 2),
+    }
+
+
+@torch.no_grad()
+def policy_rate(kind: str, model, batch: int = 256, repeats: int = 20) -> dict:
+    spec = model.spec
+    policy = build_policy(PolicyConfig.for_world_model(spec, [-1, -1], [1, 1], kind=kind).to_dict()).eval()
+    z_hist, z_goal = (
+        torch.randn(batch, 1, spec["tokens"], spec["latent_dim"]),
+        torch.randn(batch, 1, spec["latent_dim"]),
+    )
+    policy.act(z_hist, z_goal)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        policy.act(z_hist, z_goal)
+    blocks = batch * repeats / (time.perf_counter() - started)
+    return {"batch": batch, "blocks_per_s": round(blocks, 1), "env_actions_per_s": round(blocks * spec["frameskip"], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", default="checkpoints/jepa-pointmaze")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--diffusion-steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-diffusion", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    jepa, _ = load_checkpoint(args.checkpoint)
+    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}, "imagined_env": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"{tmp}/store"
+        make_store(store)
+        result["imagined_env"]["jepa"] = [env_rate(jepa, store, n, args.steps) for n in args.num_envs]
+        if not args.skip_diffusion:
+            diffusion = build_world_model({"kind": "diffusion", "success_goal": True}).eval()
+            result["imagined_env"]["diffusion"] = [
+                env_rate(diffusion, store, n, args.diffusion_steps) for n in args.num_envs
+            ]
+    result["policy"] = {kind: policy_rate(kind, jepa) for kind in ("gaussian", "diffusion")}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
