@@ -15,10 +15,11 @@ from torch import nn
 from policies.diffusion import DiffusionPolicy
 from policies.gaussian import GaussianPolicy
 from policies.protocol import PolicyConfig
+from policies.steered import SteeredPolicy
 from wm.errors import WMError
 from wm.models.checkpoint import load_checkpoint, load_weights, read_config
 
-POLICIES: dict[str, type] = {"gaussian": GaussianPolicy, "diffusion": DiffusionPolicy}
+POLICIES: dict[str, type] = {"gaussian": GaussianPolicy, "diffusion": DiffusionPolicy, "steered": SteeredPolicy}
 
 
 def build_policy(cfg: dict) -> nn.Module:

@@ -19,7 +19,7 @@ from wm.errors import WMError
 
 @dataclass
 class PolicyConfig:
-    kind: str = "gaussian"  # "gaussian" | "diffusion"
+    kind: str = "gaussian"  # "gaussian" | "diffusion" | "steered" (a diffusion policy steered through its noise)
     history: int = 1  # latent frames the policy reads (the newest last)
     frameskip: int = 5  # env actions per world-model block: the chunk one act() returns
     action_dim: int = 2  # env action dims
@@ -36,10 +36,14 @@ class PolicyConfig:
     log_std_init: float = -1.0
     train_timesteps: int = 100  # diffusion: DDPM noise levels in training
     act_steps: int = 8  # diffusion: DDIM steps when acting (DSRL: 8)
+    noise_bound: float = 1.5  # steered: the steering policy's noise stays in [-bound, bound] (DSRL: 1.5)
+    base: dict | None = None  # steered: the frozen diffusion policy's config
 
     def __post_init__(self) -> None:
-        if self.kind not in ("gaussian", "diffusion"):
-            raise WMError(f"policy kind must be gaussian or diffusion, got {self.kind!r}")
+        if self.kind not in ("gaussian", "diffusion", "steered"):
+            raise WMError(f"policy kind must be gaussian, diffusion or steered, got {self.kind!r}")
+        if (self.kind == "steered") != (self.base is not None):
+            raise WMError("a steered policy needs the config of its base diffusion policy (and only it has one)")
         if self.history < 1 or self.width < 1 or self.depth < 1:
             raise WMError("policy history, width and depth must be >= 1")
         if not self.log_std_min < self.log_std_max:

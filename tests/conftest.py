@@ -68,3 +68,14 @@ def jepa(maze, tmp_path_factory):
               overrides=["success_head=true", "only=success", "val_every=75", "lr=2e-3"])  # fmt: skip
     model, config = load_checkpoint(out / "model")
     return model, config, out / "model"
+
+
+@pytest.fixture(scope="session")
+def cloned(maze, jepa, tmp_path_factory):
+    """A small Gaussian policy cloned by `wm bc` on the test store's expert episodes, reading `jepa`'s latents."""
+    from wm.app.cli import main
+
+    out = tmp_path_factory.mktemp("bc") / "gaussian"
+    argv = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian", "--out", str(out)]
+    assert main([*argv, "--steps", "40", "batch_size=32", "val_every=20", "width=32"]) == 0
+    return out / "policy"

@@ -79,15 +79,6 @@ def one_line_error(capsys, argv, match):
     assert code == 2 and len(err) == 1 and match in err[0], err
 
 
-@pytest.fixture(scope="module")
-def cloned(maze, jepa, tmp_path_factory):
-    """A Gaussian policy cloned by `wm bc` on the test store's expert episodes, reading `jepa`'s latents."""
-    out = tmp_path_factory.mktemp("bc") / "gaussian"
-    argv = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian", "--out", str(out)]
-    assert main([*argv, "--steps", "40", "batch_size=32", "val_every=20"]) == 0
-    return out / "policy"
-
-
 def test_bc_writes_a_policy_checkpoint_naming_its_world_model(cloned, jepa):
     config = read_config(cloned)
     assert config["policy"]["kind"] == "gaussian" and config["step"] == 40
@@ -189,7 +180,7 @@ def test_a_policy_drives_a_robot_through_wm_validate(cloned, tmp_path):
 
 
 def test_policy_settings_are_checked():
-    with pytest.raises(WMError, match="gaussian or diffusion"):
+    with pytest.raises(WMError, match="gaussian, diffusion or steered"):
         PolicyConfig(kind="tree")
     with pytest.raises(WMError, match="log_std_min"):
         PolicyConfig(log_std_min=1.0, log_std_max=0.0)

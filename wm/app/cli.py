@@ -174,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results directory (default runs/eval-policy/<timestamp>)")
     p.add_argument("--seed", type=_seed, default=0)
 
+    p = sub.add_parser("refine", help="refine a BC policy inside its frozen world model (PPO or DSRL), no real steps")
+    p.add_argument(
+        "--policy", required=True, help="BC policy checkpoint (`wm bc`): Gaussian for ppo, diffusion for dsrl"
+    )
+    p.add_argument("--algo", required=True, choices=("ppo", "dsrl"))
+    p.add_argument("--imagined-steps", type=_positive_int, default=500_000, help="world-model blocks to imagine")
+    p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
+    p.add_argument("--world-model", help="the policy's world model, if it moved (checked by hash)")
+    p.add_argument("--data", help="store to start imagination from (default: the world model's training store)")
+    p.add_argument("--eval-env", help="then evaluate BC and refined on held-out goals in this real env")
+    p.add_argument("--eval-data", help="store whose held-out episodes give those goals (default: the training store)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=100)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_envs=128 anchor=0.1")
+
     p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP)")
     robot_sub = p.add_subparsers(dest="robot_command", metavar="ACTION", parser_class=_Parser, required=True)
     p = robot_sub.add_parser("serve", help="serve a built-in env as a robot behind the safety guard")
@@ -218,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=100, help="noisy-expert episodes to collect")
     p.add_argument("--random-episodes", type=_int_at_least(0), default=50, help="random-action episodes to collect")
     p.add_argument("--train-minutes", type=float, default=4.0, help="time box for training the world model")
+    p.add_argument("--refine", action="store_true", help="then clone a policy and refine it in imagination (~+4 min)")
     p.add_argument("--seed", type=_seed, default=0)
     return parser
 
@@ -283,6 +299,12 @@ def _run(args: argparse.Namespace) -> None:
         keys = ("env", "policy_kind", "episodes", "success_rate", "success_95ci", "zero_action_success", "imagined")
         print(json.dumps({k: results[k] for k in keys if k in results}, indent=2))
         print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
+    elif args.command == "refine":
+        from wm.app.refine import RefineRunConfig, run_refine
+
+        summary = run_refine(_config_from_args(RefineRunConfig, args))
+        print(json.dumps(summary, indent=2))
+        print(f"next: wm eval-policy --policy {summary['policy']} --env ENV --imagined")
     elif args.command == "robot":
         from wm.app.robot import ServeConfig, run_serve
 
@@ -297,7 +319,8 @@ def _run(args: argparse.Namespace) -> None:
 
         if not 0 < args.train_minutes <= 600:
             raise WMError(f"--train-minutes must be in (0, 600], got {args.train_minutes}")
-        run_demo(args.env, args.out, args.episodes, args.random_episodes, args.seed, args.train_minutes)
+        run_demo(args.env, args.out, args.episodes, args.random_episodes, args.seed, args.train_minutes,
+                 refine=args.refine)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,25 @@ def native_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
+def run_refine_stage(run: Path, env_id: str, seed: int) -> dict:
+    """`wm demo --refine`: clone a Gaussian policy from 30 of the demo's expert episodes, refine it with PPO inside
+    the demo's world model (no real step), and run both on the same held-out goals in the real env."""
+    from wm.app.bc import BCConfig, run_bc
+    from wm.app.refine import RefineRunConfig, run_refine
+
+    print("[6/7] behaviour cloning a Gaussian policy from 30 expert episodes on the world model's latents")
+    bc = run_bc(BCConfig(data=str(run / "data"), world_model=str(run / "model" / "model"), policy="gaussian",
+                         out=str(run / "bc"), demos=30, steps=2000, seed=seed))  # fmt: skip
+    print("[7/7] PPO inside the world model (no real env step), then BC and refined on the same held-out goals")
+    refine_cfg = RefineRunConfig(policy=bc["checkpoint"], algo="ppo", out=str(run / "refine"),
+                                 imagined_steps=262_144, eval_env=env_id, eval_episodes=50, seed=seed)  # fmt: skip
+    refined = run_refine(refine_cfg)
+    real = refined["real"]
+    print(f"  real success: BC {real['bc']:.0%}, refined {real['refined']:.0%} (imagined "
+          f"{real['refined_imagined']:.0%}); curve {run / 'refine' / 'curve.png'}")  # fmt: skip
+    return {"bc": bc["checkpoint"], "refined": refined["policy"], "real": real}
+
+
 def run_demo(
     env_id: str = "wm/PointMaze-v0",
     out="runs/demo",
@@ -57,12 +76,14 @@ def run_demo(
     seed: int = 0,
     train_minutes: float = 4.0,
     plan_goals: int = 20,
+    refine: bool = False,
 ) -> Path:
     from envs.registry import is_builtin
 
     if not is_builtin(env_id):
         raise WMError(f"`wm demo` runs on the built-in envs; {env_id!r} is not one (see `wm envs`)")
     started = time.time()
+    stages = 7 if refine else 5
     run = new_run_dir(out)
     collects = [CollectConfig(env=env_id, episodes=episodes, out=str(run / "data"), seed=seed)]
     if random_episodes:
@@ -76,25 +97,26 @@ def run_demo(
     }
     (run / "demo.json").write_text(json.dumps(config, indent=2))
 
-    print(f"[1/5] collecting {episodes} noisy-expert and {random_episodes} random-action episodes of {env_id}")
+    print(f"[1/{stages}] collecting {episodes} noisy-expert and {random_episodes} random-action episodes of {env_id}")
     collected = [run_collect(c) for c in collects]
     print_info(summarize(run / "data"))
 
-    print(f"[2/5] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
+    print(f"[2/{stages}] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
     trained = run_train(str(run / "data"), "jepa", str(run / "model"), steps=5000, overrides=train_overrides)
 
-    print("[3/5] open-loop predictions on held-out episodes vs copy-last-frame")
+    print(f"[3/{stages}] open-loop predictions on held-out episodes vs copy-last-frame")
     evaluation = evaluate(run / "model" / "model", run / "data", horizon=5, max_windows=256)
     (run / "eval.json").write_text(json.dumps(evaluation, indent=2))
     model_err, copy_err = evaluation["latent_mse"]["model"], evaluation["latent_mse"]["copy_last"]
     for k, (m, c) in enumerate(zip(model_err, copy_err, strict=True), start=1):
         print(f"  horizon {k}: model {m:.4f}  copy-last {c:.4f}  {'better' if m < c else 'WORSE'}")
 
-    print("[4/5] video: real frames | imagined frames")
+    print(f"[4/{stages}] video: real frames | imagined frames")
     val_episode = json.loads((run / "model" / "model" / "config.json").read_text())["data"]["val_episodes"][0]
     video = imagine_episode(run / "model" / "model", run / "data", val_episode, run / "imagined.mp4")
 
-    print(f"[5/5] MPC with iCEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, 50-step budget)")
+    print(f"[5/{stages}] MPC with iCEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, "
+          "50-step budget)")  # fmt: skip
     plan_cfg = PlanConfig(
         checkpoint=str(run / "model" / "model"),
         env=env_id,
@@ -110,6 +132,8 @@ def run_demo(
         f"{planned['replan_latency_s']['p50']:.2f} s for {plan_goals} problems at once"
     )
 
+    refined = run_refine_stage(run, env_id, seed) if refine else None
+
     report = {
         "env": env_id,
         "collect": collected,
@@ -117,6 +141,7 @@ def run_demo(
         "eval": {k: evaluation[k] for k in ("latent_mse", "beats_copy_last_every_step", "windows", "held_out")},
         "video": video["video"],
         "plan": {k: planned[k] for k in ("success_rate", "success_95ci", "final_distance", "replan_latency_s")},
+        **({"refine": refined} if refined is not None else {}),
         "seconds": round(time.time() - started, 1),
     }
     (run / "report.json").write_text(json.dumps(report, indent=2))

@@ -43,6 +43,7 @@ class EpisodeLatents:
         self.precomputed = spec["tokens"] * spec["latent_dim"] <= PRECOMPUTE_FLOATS
         if self.precomputed:
             self.z, self.z_goal = self.encode(self.rgb, self.proprio), self.encode(self.rgb, self.proprio, True)
+            self.rgb = self.proprio = None  # the frames are not needed again (an 800-episode store: 2 GB)
 
     @torch.no_grad()
     def encode(self, rgb: np.ndarray, proprio: np.ndarray, goal: bool = False, batch: int = 512) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""`wm refine`: improve a BC policy inside its frozen world model, with no real interaction (`policies.refine`).
+
+`--algo ppo` refines a Gaussian BC policy with PPO (World4RL); `--algo dsrl` steers a diffusion BC policy through
+its initial noise (DSRL). Starts and goals come from the world model's training store (its training episodes;
+`--data` names another store of the same env), the reward from its frozen success head. Everything lands in
+`--out`: `checkpoints/` (resumed from after a crash), `refine_log.jsonl` (imagined success and return per
+rollout), `curve.png`, and `policy/`: a normal policy checkpoint that `wm eval-policy`, `wm validate --controller
+policy` and the robot loop take unchanged; its config records the BC policy, the world model, the algorithm and
+the imagined steps. With `--eval-env`, the BC and the refined policy then run on the same held-out goals in the
+real env (`eval/bc`, `eval/refined`): counted apart, never fed back. Overrides are `RefineConfig` fields
+(`num_envs=128`, `horizon=10`, `anchor=0.1`, `lr=3e-5`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from wm.errors import WMError
+
+
+@dataclass
+class RefineRunConfig:
+    policy: str
+    algo: str
+    out: str
+    imagined_steps: int = 500_000
+    world_model: str | None = None
+    data: str | None = None  # store to start imagination from (default: the world model's training store)
+    eval_env: str | None = None
+    eval_data: str | None = None  # held-out goals for --eval-env (default: the world model's training store)
+    eval_episodes: int = 100
+    seed: int = 0
+    overrides: list = field(default_factory=list)
+
+
+def plot_curve(out: Path, log: list[dict], real: dict | None) -> None:
+    """`out/curve.png`: imagined success against imagined steps (and the real success of BC and refined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([r["imagined_steps"] for r in log], [r["imagined_success"] for r in log], label="imagined success")
+    for name, colour in (("bc", "tab:gray"), ("refined", "tab:green")):
+        if real and name in real:
+            ax.axhline(real[name], color=colour, linestyle="--", label=f"real success, {name}")
+    ax.set_xlabel("imagined steps (world-model blocks)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+    plt.close(fig)
+
+
+def run_refine(cfg: RefineRunConfig) -> dict:
+    from envs.registry import is_builtin, make_env
+    from policies.checkpoint import load_policy, weights_sha256
+    from policies.refine import RefineConfig, refine
+    from wm.data.store import EpisodeStore
+    from wm.imagine import StoreStarts
+    from wm.models.checkpoint import save_checkpoint
+    from wm.run_config import parse_overrides
+
+    overrides = parse_overrides(list(cfg.overrides))
+    known = {f.name for f in fields(RefineConfig)} - {"algo", "imagined_steps", "seed"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise WMError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        refine_cfg = RefineConfig(algo=cfg.algo, imagined_steps=cfg.imagined_steps, seed=cfg.seed, **overrides)
+    except TypeError as e:
+        raise WMError(f"bad refinement setting: {e}") from None
+    policy, config, model, wm_config = load_policy(cfg.policy, cfg.world_model)
+    if model.success_mode is None:
+        raise WMError("the world model has no success head, which is the reward of refinement; train one with "
+                      "`wm train --init CK success_head=true only=success`")  # fmt: skip
+    store = cfg.data or wm_config["data"]["store"]
+    if not Path(store).is_dir():
+        raise WMError(f"the store {store} is not here; pass --data STORE of the world model's env to start from")
+    with EpisodeStore.open(store) as s:
+        if s.spec != wm_config["data"]["spec"]:
+            raise WMError(f"{store} holds other data than the world model was trained on; pass a store of its env")
+        training_store = s.root.resolve() == Path(wm_config["data"]["store"]).resolve()
+    env_id = wm_config["data"]["spec"]["env"]["id"]
+    velocity_dims = tuple(make_env(env_id).unwrapped.proprio_velocity_dims) if is_builtin(env_id) else ()
+    episodes = wm_config["data"]["train_episodes"] if training_store else None  # its held-out episodes stay out
+    starts = StoreStarts(model, store, episodes=episodes, goal_blocks=refine_cfg.goal_blocks,
+                         velocity_dims=velocity_dims)  # fmt: skip
+    out = Path(cfg.out)
+    run_config = {
+        "bc_policy": {"path": str(cfg.policy), "sha256": weights_sha256(cfg.policy), "kind": policy.cfg.kind},
+        "world_model": config["world_model"],
+    }
+    refined, steps, seconds = refine(policy, model, starts, refine_cfg, out, run_config)
+    final = {
+        "policy": refined.cfg.to_dict(),
+        "world_model": config["world_model"],
+        "refined_from": run_config["bc_policy"],
+        "refine": asdict(refine_cfg),
+        "algo": cfg.algo,
+        "imagined_steps": steps,
+        "data": config.get("data", {}),
+        "step": steps,
+    }
+    save_checkpoint(out / "policy", refined, final)
+    log = [json.loads(line) for line in (out / "refine_log.jsonl").read_text().splitlines()]
+    summary = {"policy": str(out / "policy"), "algo": cfg.algo, "imagined_steps": steps,
+               "seconds": round(seconds, 1), "imagined_success_first": log[0]["imagined_success"],
+               "imagined_success_last": log[-1]["imagined_success"], "real_env_steps_in_refinement": 0}  # fmt: skip
+    real = None
+    if cfg.eval_env:
+        real = evaluate_both(cfg, policy, refined, model, wm_config, out)
+        summary["real"] = real
+    plot_curve(out, log, real)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config: dict, out: Path) -> dict:
+    """The BC and the refined policy on the same held-out goals in the real env (and imagined), reports in
+    `out/eval/{bc,refined}`; returns their real success rates."""
+    from policies.evaluation import evaluate_policy, held_out_problems, write_report
+
+    store = cfg.eval_data or wm_config["data"]["store"]
+    budget, goal_offset = 50, 25
+    envs, pairs = held_out_problems(model, wm_config, cfg.eval_env, store, cfg.eval_episodes, budget, goal_offset,
+                                    cfg.seed)  # fmt: skip
+    rates = {}
+    for name, policy in (("bc", bc), ("refined", refined)):
+        results, media = evaluate_policy(policy, model, envs, pairs, store, budget, goal_offset, imagined=True,
+                                         seed=cfg.seed)  # fmt: skip
+        write_report(out / "eval" / name, {"env": cfg.eval_env, "goal_store": str(store), **results}, media, pairs)
+        rates[name] = results["success_rate"]
+        rates[f"{name}_95ci"] = results["success_95ci"]
+        rates[f"{name}_imagined"] = results["imagined"]["rate"]
+    for env in envs:
+        env.close()
+    return rates
