@@ -1,6 +1,9 @@
-"""The JEPA checkpoints shipped in checkpoints/ load without training and predict fresh episodes of their env
-better than copying the last frame (episodes collected here with a seed the checkpoints never saw)."""
+"""The checkpoints shipped in checkpoints/ load without training: the JEPA world models predict fresh episodes of
+their env better than copying the last frame (episodes collected here with a seed the checkpoints never saw), and
+the policies load with the world model they name (checked by hash) and act within their env's bounds, the DSRL
+ones on a base that is the shipped diffusion policy bit for bit."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +11,16 @@ import pytest
 import torch
 
 from envs.collector import collect
+from policies.checkpoint import load_policy
 from wm.models.checkpoint import load_checkpoint
 
-SHIPPED = sorted(p for p in (Path(__file__).parent.parent / "checkpoints").iterdir() if (p / "config.json").is_file())
+ROOT = Path(__file__).parent.parent
+SHIPPED = sorted(p for p in (ROOT / "checkpoints").iterdir() if (p / "config.json").is_file())
+POLICIES = [p for p in SHIPPED if "policy" in json.loads((p / "config.json").read_text())]
+MODELS = [p for p in SHIPPED if p not in POLICIES]
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
 @torch.no_grad()
 def test_shipped_checkpoint_beats_copy_last_on_fresh_episodes(path):
     model, config = load_checkpoint(path)
@@ -32,3 +39,23 @@ def test_shipped_checkpoint_beats_copy_last_on_fresh_episodes(path):
             model_err += ((pred - z[:, h:]) ** 2).mean((0, 2, 3)).numpy()
             copy_err += ((z[:, h - 1 : h] - z[:, h:]) ** 2).mean((0, 2, 3)).numpy()
     assert np.all(model_err < copy_err), (model_err / 14, copy_err / 14)
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=[p.name for p in POLICIES])
+@torch.no_grad()
+def test_shipped_policy_acts_with_its_world_model(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs name their world models relative to the repository, as the README runs them
+    policy, config, model, model_config = load_policy(path.relative_to(ROOT))
+    env_id = model_config["data"]["spec"]["env"]["id"]
+    episode = next(iter(collect(env_id, 1, 40, policy="expert", seed=987654, workers=1)))
+    frames = slice(0, 40, model.spec["frameskip"])
+    z = model.encode({k: torch.from_numpy(episode[k][frames][None]) for k in ("rgb", "proprio")})  # (1, 8, N, D)
+    history = policy.cfg.history
+    actions = policy.act(z[:, :history], z[:, -1])  # (1, frameskip, A)
+    low, high = (torch.tensor(b) for b in (policy.cfg.action_low, policy.cfg.action_high))
+    assert actions.shape == (1, policy.cfg.frameskip, policy.cfg.action_dim)
+    assert bool(((actions >= low - 1e-6) & (actions <= high + 1e-6)).all())
+    if policy.cfg.kind == "steered":
+        base, _, _, _ = load_policy(config["refined_from"]["path"])
+        for name, tensor in base.state_dict().items():
+            assert torch.equal(policy.base.state_dict()[name], tensor), name
