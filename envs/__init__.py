@@ -11,6 +11,10 @@ import os
 # Every module that imports mujoco is inside this package, so this line runs first.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from envs import triton_preload  # noqa: E402  (before anything imports mujoco: see its docstring)
+
+triton_preload.install()
+
 import gymnasium as gym  # noqa: E402
 
 BUILTIN = {

@@ -3,19 +3,27 @@
 Observations are `{"rgb": (S, S, 3) uint8, "proprio": (P,) float32}` with `S = image_size`:
 - rgb: the wrapped env's `render()` frame, centre-cropped to a square (the shorter side is kept) and resized
   with Pillow's bilinear filter, which widens with the scale factor when shrinking (antialiased, area-like).
-- proprio: `proprio_fn(raw_obs)` when given; else the flattened raw observation when it is a Box or a Dict of
-  Boxes with at most `MAX_PROPRIO_DIM` numbers in all; else an empty `(0,)` vector.
+  For a MuJoCo env (`envs.mujoco_sim.find_simulator`), `render_size`, `camera` or `shadows` make the adapter draw
+  the frames itself at `render_size` px (default `image_size`), from `camera` (default: the env's own), with
+  shadows only if `shadows`; gymnasium draws 480 px frames with shadows, ~40 ms each on the CPU vs ~1 ms at 64 px
+  without (`scripts/bench_external_env.py --render-only`).
+- proprio: `proprio_fn(env, raw_obs)` when given (it may read the live simulator through `env`); else the
+  flattened raw observation when it is a Box or a Dict of Boxes with at most `MAX_PROPRIO_DIM` numbers in all;
+  else an empty `(0,)` vector.
 
 Actions are `(A,)` float32 in [-1, 1] (A = the wrapped Box's size), clipped, then mapped affinely onto the
 wrapped bounds (-1 -> low, +1 -> high); a dimension with an infinite bound gets it unscaled (in [-1, 1]).
 
-State hooks mirror the built-ins (`envs.base`). Without user hooks, an env whose `unwrapped` is a gymnasium
-`MujocoEnv` gets state = `[qpos, qvel, act, qacc_warmstart]` float64 (`act` is empty in the stock envs, so the
-layout matches the built-ins'); without the warm start a restored trajectory drifts by ~1e-16. After
-`reset(options={"state": s})` the proprio of a MuJoCo env is recomputed with its `_get_obs()`; other envs
-return the proprio of their own reset, so a user `set_state` hook cannot refresh it.
-Success needs a user `is_success(state, goal)` hook: `has_success` says whether there is one, and without it
-`info["success"]` is always False.
+State hooks mirror the built-ins (`envs.base`). Without user hooks, an env with a MuJoCo simulator (on
+`env.unwrapped`, or an attribute of it such as `.sim` in wrapper-style envs) gets `envs.mujoco_sim` states,
+`[qpos, qvel, act, qacc_warmstart]` float64. After `reset(options={"state": s})` the raw observation is refreshed
+with the env's `_get_obs()` where it has one; otherwise a `proprio_fn` should read the restored env, as the raw
+observation is then the one of the plain reset.
+Success needs an `is_success(state, goal)` hook (`has_success`; without it `info["success"]` is always False and
+evaluations say success was not judged). It is called after every reset and step with `goal=None` when the
+episode has no goal (a plain reset): return False then. `goal_distance(state, goal) -> float` (optional) is
+reported as `info["distance"]` when there is a goal; by default it is the Euclidean distance between the qpos of
+MuJoCo states, or between whole user states.
 """
 
 from __future__ import annotations
@@ -25,9 +33,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from PIL import Image
 
+from envs.mujoco_sim import SIM_ATTRIBUTES, SimRenderer, find_simulator
 from wm.errors import WMError
 
 MAX_PROPRIO_DIM = 256
@@ -47,8 +55,11 @@ class GymImageAdapter(gym.Env):
     """Wraps `env` (an env, or an id made with `render_mode="rgb_array"`) to give the engine's contract.
 
     Hooks (all optional) receive the wrapped env as given or made, wrappers included:
-      `proprio_fn(raw_obs) -> (P,)`, probed once on the wrapped `observation_space.sample()` to learn P;
-      `get_state(env) -> state`, `set_state(env, state)`, `is_success(state, goal) -> bool` (needs get_state).
+      `proprio_fn(env, raw_obs) -> (P,)`, probed once on the wrapped `observation_space.sample()` to learn P;
+      `get_state(env) -> state`, `set_state(env, state)`;
+      `is_success(state, goal) -> bool` and `goal_distance(state, goal) -> float` (need states; goal may be None).
+    `proprio_velocity_dims`: the proprio entries that are velocities (zeroed in goals "at rest", as the built-ins').
+    `render_size` / `camera` / `shadows`: see the module docstring (MuJoCo envs only).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -58,10 +69,15 @@ class GymImageAdapter(gym.Env):
         env: gym.Env | str,
         image_size: int = 64,
         *,
-        proprio_fn: Callable[[Any], np.ndarray] | None = None,
+        proprio_fn: Callable[[gym.Env, Any], np.ndarray] | None = None,
         get_state: Callable[[gym.Env], np.ndarray] | None = None,
         set_state: Callable[[gym.Env, np.ndarray], None] | None = None,
         is_success: Callable[[np.ndarray, Any], bool] | None = None,
+        goal_distance: Callable[[np.ndarray, Any], float] | None = None,
+        proprio_velocity_dims: tuple[int, ...] = (),
+        render_size: int | None = None,
+        camera: str | int | None = None,
+        shadows: bool | None = None,
         env_kwargs: dict | None = None,
     ):
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
@@ -78,11 +94,14 @@ class GymImageAdapter(gym.Env):
         self.image_size = image_size
         self.render_mode = "rgb_array"
         self._proprio_fn = proprio_fn
-        self._is_mujoco = isinstance(self.env.unwrapped, MujocoEnv)
-        self._get_state_hook, self._set_state_hook, self._is_success_hook = get_state, set_state, is_success
-        if is_success is not None and not self.has_state:
-            raise WMError("is_success(state, goal) needs states; pass get_state=(env -> state) too")
+        self._sim = find_simulator(self.env)
+        self._get_state_hook, self._set_state_hook = get_state, set_state
+        self._is_success_hook, self._distance_hook = is_success, goal_distance
+        if (is_success or goal_distance) is not None and not self.has_state:
+            raise WMError("is_success/goal_distance(state, goal) need states; pass get_state=(env -> state) too")
+        self.proprio_velocity_dims = tuple(proprio_velocity_dims)
         self._goal: Any = None
+        self._renderer = self._own_renderer(render_size, camera, shadows)
 
         self._low = space.low.reshape(-1).astype(np.float64)
         self._high = space.high.reshape(-1).astype(np.float64)
@@ -96,7 +115,7 @@ class GymImageAdapter(gym.Env):
             proprio_dim = gym.spaces.flatdim(obs_space)
         else:
             proprio_dim = 0
-        self._proprio_dim = proprio_dim
+        self.proprio_dim = proprio_dim
         self.observation_space = gym.spaces.Dict(
             {
                 "rgb": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
@@ -106,11 +125,19 @@ class GymImageAdapter(gym.Env):
         fps = self.env.metadata.get("render_fps")
         self.metadata = {**self.metadata, **({"render_fps": fps} if fps else {})}
 
+    def _own_renderer(self, size: int | None, camera, shadows: bool | None) -> SimRenderer | None:
+        """The adapter's own MuJoCo renderer when any render option is set (None: the env's `render()`)."""
+        if size is None and camera is None and shadows is None:
+            return None
+        if self._sim is None:
+            raise WMError(f"render_size/camera/shadows need a MuJoCo env; {self._name} has no simulator, drop them")
+        return SimRenderer(self._sim, self.env.unwrapped, size or self.image_size, camera, bool(shadows))
+
     # ----------------------------------------------------------------------------------------- state
     @property
     def has_state(self) -> bool:
-        """Whether `get_state` works (a user hook, or a gymnasium MuJoCo env)."""
-        return self._get_state_hook is not None or self._is_mujoco
+        """Whether `get_state` works (a user hook, or a MuJoCo simulator)."""
+        return self._get_state_hook is not None or self._sim is not None
 
     @property
     def has_success(self) -> bool:
@@ -118,48 +145,67 @@ class GymImageAdapter(gym.Env):
         return self._is_success_hook is not None
 
     @property
+    def state_dim(self) -> int | None:
+        """Numbers in a state vector (None without states)."""
+        return self.get_state().size if self.has_state else None
+
+    @property
+    def action_dim(self) -> int:
+        return self.action_space.shape[0]
+
+    @property
+    def control_dt(self) -> float | None:
+        """Seconds per step: the wrapped env's `dt`, else `1 / render_fps`, else None."""
+        dt = getattr(self.env.unwrapped, "dt", None)
+        fps = self.metadata.get("render_fps")
+        return float(dt) if dt else (1.0 / fps if fps else None)
+
+    @property
     def goal(self) -> Any:
         """The goal passed as `reset(options={"goal": g})`, or None."""
         return self._goal
 
     def get_state(self) -> np.ndarray:
-        """The wrapped env's state; MuJoCo default `(nq + 2 nv + na,)` float64: qpos, qvel, act, warmstart."""
+        """The wrapped env's state (the hook's, or the simulator's `(nq + 2 nv + na,)` float64)."""
         if self._get_state_hook is not None:
-            return self._get_state_hook(self.env)
-        if not self._is_mujoco:
-            raise WMError(f"{self._name} is not a gymnasium MujocoEnv; pass get_state=(env -> state)")
-        d = self.env.unwrapped.data
-        return np.concatenate([d.qpos, d.qvel, d.act, d.qacc_warmstart]).astype(np.float64)
+            return np.asarray(self._get_state_hook(self.env))
+        return self._require_sim("get_state=(env -> state)").get_state()
 
     def set_state(self, state) -> None:
         """Restore a state from `get_state`, so the same actions then give the same frames."""
         if self._set_state_hook is not None:
             self._set_state_hook(self.env, state)
-            return
-        if not self._is_mujoco:
-            raise WMError(f"{self._name} is not a gymnasium MujocoEnv; pass set_state=(env, state -> None)")
-        raw = self.env.unwrapped
-        nq, nv, na = raw.model.nq, raw.model.nv, raw.model.na
-        state = np.asarray(state, dtype=np.float64).reshape(-1)
-        if state.shape != (nq + 2 * nv + na,) or not np.all(np.isfinite(state)):
-            raise WMError(
-                f"state must be {nq + 2 * nv + na} finite numbers for {self._name}, got {state.size}; "
-                "pass a vector from env.get_state()"
-            )
-        raw.data.act[:] = state[nq + nv : nq + nv + na]
-        raw.data.qacc_warmstart[:] = state[nq + nv + na :]
-        raw.set_state(state[:nq], state[nq : nq + nv])  # runs mj_forward
+        else:
+            self._require_sim("set_state=(env, state -> None)").set_state(state)
 
     def is_success(self, state, goal) -> bool:
-        """The user hook's verdict on `state` against `goal`."""
+        """The user hook's verdict on `state` against `goal` (None: no goal)."""
         if self._is_success_hook is None:
             raise WMError(f"{self._name} has no success test; pass is_success=(state, goal -> bool)")
         return bool(self._is_success_hook(state, goal))
 
+    def goal_distance(self, state, goal) -> float:
+        """The hook's distance, else the Euclidean distance of the (MuJoCo: qpos of the) states; NaN without goal."""
+        if goal is None:
+            return float("nan")
+        if self._distance_hook is not None:
+            return float(self._distance_hook(state, goal))
+        if self._get_state_hook is None and self._sim is not None:
+            return float(np.linalg.norm(self._sim.qpos(state) - self._sim.qpos(goal)))
+        return float(np.linalg.norm(np.asarray(state, np.float64) - np.asarray(goal, np.float64)))
+
+    def observe_state(self, state) -> dict:
+        """The observation `{"rgb", "proprio"}` at `state`, leaving the running episode as it was (goal images)."""
+        saved = self.get_state()
+        self.set_state(state)
+        obs = self._obs(self._raw_obs_after_set_state(None))
+        self.set_state(saved)
+        return obs
+
     # ------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset the wrapped env with `seed`. `options` may hold `"state"` (start state) and `"goal"` (kept
-        for `is_success`); other options go to the wrapped env's reset."""
+        for `is_success` and `goal_distance`); other options go to the wrapped env's reset."""
         super().reset(seed=seed)
         options = dict(options or {})
         start = options.pop("state", None)
@@ -191,8 +237,8 @@ class GymImageAdapter(gym.Env):
         return np.clip(mapped, self._low, self._high).astype(space.dtype).reshape(space.shape)
 
     def render(self) -> np.ndarray:
-        """The wrapped env's frame, centre-cropped to a square and resized: `(S, S, 3)` uint8."""
-        frame = np.asarray(self.env.render())
+        """The frame, centre-cropped to a square and resized: `(S, S, 3)` uint8."""
+        frame = np.asarray(self._renderer.render() if self._renderer is not None else self.env.render())
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise WMError(f"{self._name}.render() gave {frame.dtype} {frame.shape}, not (H, W, 3) uint8")
         h, w = frame.shape[:2]
@@ -205,7 +251,9 @@ class GymImageAdapter(gym.Env):
         return np.asarray(image).copy()
 
     def close(self) -> None:
-        """Close the wrapped env (and its renderer)."""
+        """Close the wrapped env (and the renderers)."""
+        if self._renderer is not None:
+            self._renderer.close()
         self.env.close()
 
     # ------------------------------------------------------------------------------------ helpers
@@ -213,15 +261,22 @@ class GymImageAdapter(gym.Env):
     def _name(self) -> str:
         return type(self.env.unwrapped).__name__
 
+    def _require_sim(self, hook: str):
+        if self._sim is None:
+            raise WMError(
+                f"{self._name} holds no MuJoCo model/data (looked at env.unwrapped and its "
+                f"{', '.join('.' + a for a in SIM_ATTRIBUTES)}); pass {hook}"
+            )
+        return self._sim
+
     def _raw_obs_after_set_state(self, raw_obs):
-        """The raw observation of a restored state (gymnasium MuJoCo envs compute it with `_get_obs()`)."""
-        if self._is_mujoco and hasattr(self.env.unwrapped, "_get_obs"):
-            return self.env.unwrapped._get_obs()
-        return raw_obs
+        """The raw observation of a restored state: the env's `_get_obs()` where it has one, else `raw_obs`."""
+        get_obs = getattr(self.env.unwrapped, "_get_obs", None)
+        return get_obs() if callable(get_obs) else raw_obs
 
     def _proprio(self, raw_obs) -> np.ndarray:
         if self._proprio_fn is not None:
-            proprio = np.array(self._proprio_fn(raw_obs), dtype=np.float32)  # a copy: never share buffers
+            proprio = np.array(self._proprio_fn(self.env, raw_obs), dtype=np.float32)  # a copy: never share buffers
             if proprio.ndim != 1:
                 raise WMError(f"proprio_fn returned shape {proprio.shape}; it must return a 1-D vector (P,)")
             return proprio
@@ -231,17 +286,19 @@ class GymImageAdapter(gym.Env):
 
     def _obs(self, raw_obs) -> dict:
         proprio = self._proprio(raw_obs)
-        if proprio.shape != (self._proprio_dim,):
-            raise WMError(f"proprio has shape {proprio.shape}, not ({self._proprio_dim},); make it fixed")
+        if proprio.shape != (self.proprio_dim,):
+            raise WMError(f"proprio has shape {proprio.shape}, not ({self.proprio_dim},); make it fixed")
         return {"rgb": self.render(), "proprio": proprio}
 
     def _info(self, raw_info: dict) -> dict:
-        """The wrapped env's info plus `"success"` (and `"state"` when states are available)."""
+        """The wrapped env's info plus `"success"` (and `"state"` with states, `"distance"` with a goal too)."""
         info = dict(raw_info)
         state = self.get_state() if self.has_state else None
         info["success"] = self.has_success and self.is_success(state, self._goal)
         if state is not None:
             info["state"] = state
+        if state is not None and self._goal is not None:
+            info["distance"] = self.goal_distance(state, self._goal)
         return info
 
 

@@ -23,6 +23,7 @@ they describe, and `RobotMPC` drives one robot with it (the robot control loop's
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ import torch
 from planners.base import Planner
 from planners.objectives import Objective, goal_objective
 from planners.registry import planner_from_budget
+from wm.errors import WMError
 from wm.models.protocol import WorldModel
 
 
@@ -159,18 +161,61 @@ class MPCController:
 
 
 class RobotMPC:
-    """MPC for one robot, as the control loop drives it: `reset(goal_obs)` with one goal observation, then
-    `act(obs) -> (frameskip, A)`: the env actions of one world-model block from this observation."""
+    """MPC for one robot, as the control loop drives it (`envs.robot.loop`): `reset(goal_obs)` with one goal
+    observation; `act(obs) -> (replan_every * frameskip, A)`: the env actions of the next `replan_every` world-model
+    blocks, planned from the observation of control step `obs["step"]`; `executed(step, obs, action (A,))` after
+    every step: the observation the step acted on and the action the robot reports it sent.
+
+    The world model's history for a plan from step t is the observations of steps t - (num_hist - 1) * frameskip,
+    ..., t - frameskip, t (those since the reset) and its past actions are the *sent* actions between them (clipped,
+    limited or replaced by a hold), not the planned ones. So plans stay exact when the loop plans asynchronously:
+    from any step, while older actions run, with stale ones dropped. Thread-safe for that: `executed` comes from
+    the loop's thread while `act` runs in the planner's."""
 
     def __init__(self, mpc: MPCController):
         self.mpc = mpc
+        self._lock = threading.Lock()
+        self._views: dict[int, dict] = {}  # step -> the observation it acted on
+        self._sent: dict[int, np.ndarray] = {}  # step -> the action sent (A,)
+        self._latents: dict[int, torch.Tensor] = {}  # step -> encoded observation (1, N, D)
+
+    @property
+    def chunk(self) -> int:
+        """Actions per `act`: `replan_every` blocks of `frameskip` env actions."""
+        return self.mpc.replan_every * self.mpc.frameskip
 
     def reset(self, goal_obs: dict) -> None:
         self.mpc.reset({k: np.asarray(v)[None] for k, v in goal_obs.items()})
+        with self._lock:
+            self._views, self._sent, self._latents = {}, {}, {}
 
+    def executed(self, step: int, obs: dict, action: np.ndarray) -> None:
+        with self._lock:
+            self._views[step], self._sent[step] = obs, np.asarray(action, np.float32).copy()
+
+    @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
-        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
-        return np.stack([self.mpc.act(batch)[0].cpu().numpy() for _ in range(self.mpc.frameskip)])
+        mpc, step = self.mpc, int(obs["step"])
+        fs = mpc.frameskip
+        frames = [s for s in range(step - (mpc.num_hist - 1) * fs, step + 1, fs) if s >= 0]  # oldest first
+        with self._lock:
+            missing = [s + i for s in frames[:-1] for i in range(fs) if s + i not in self._sent]
+            if missing:
+                raise WMError(f"RobotMPC was not told what was sent at steps {missing}; give the loop its `executed`")
+            views = {s: self._views[s] for s in frames[:-1]} | {step: obs}
+            blocks = [np.concatenate([self._sent[s + i] for i in range(fs)]) for s in frames[:-1]]  # (fs*A,) each
+            oldest = step - (mpc.num_hist - 1) * fs  # later plans, from later steps, need nothing older
+            for table in (self._views, self._sent):
+                for s in [s for s in table if s < oldest]:
+                    del table[s]
+        self._latents = {s: z for s, z in self._latents.items() if s >= oldest}
+        for s in frames:
+            if s not in self._latents:
+                self._latents[s] = mpc._encode({k: np.asarray(views[s][k])[None] for k in ("rgb", "proprio")})[:, 0]
+        mpc.history = [self._latents[s] for s in frames]
+        mpc.past_blocks = [torch.as_tensor(b, device=mpc.device)[None] for b in blocks]
+        mpc._replan()
+        return torch.stack(mpc.queue, dim=1)[0].cpu().numpy()
 
     @property
     def latencies(self) -> list[float]:

@@ -3,6 +3,7 @@
 The config holds `policy` (the `PolicyConfig`), `world_model` (`checkpoint`: where it was, `sha256`: of its
 weights file) and the training data. A policy is only ever run with the world model it was trained on: loading
 checks the weights' hash, so a policy handed another world model is refused, not silently fed foreign latents.
+Both load onto one device, and both paths may be run folders (`wm bc --out`, `wm train --out`) as well.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from policies.diffusion import DiffusionPolicy
@@ -17,7 +19,7 @@ from policies.gaussian import GaussianPolicy
 from policies.protocol import PolicyConfig
 from policies.steered import SteeredPolicy
 from wm.errors import WMError
-from wm.models.checkpoint import load_checkpoint, load_weights, read_config
+from wm.models.checkpoint import load_checkpoint, load_weights, read_config, resolve_checkpoint
 
 POLICIES: dict[str, type] = {"gaussian": GaussianPolicy, "diffusion": DiffusionPolicy, "steered": SteeredPolicy}
 
@@ -37,26 +39,30 @@ def weights_sha256(checkpoint) -> str:
 
 
 def world_model_record(checkpoint) -> dict:
+    """`{"checkpoint", "sha256"}` of the world model `checkpoint` (a checkpoint or a `wm train --out` folder)."""
+    checkpoint = resolve_checkpoint(checkpoint, "model")
     return {"checkpoint": str(checkpoint), "sha256": weights_sha256(checkpoint)}
 
 
-def load_policy(path, world_model: str | None = None):
-    """`(policy in eval mode, config, world model, world model config)` of the policy checkpoint `path`, with its
-    world model from `world_model` (default: where the policy's config says it was), checked by hash."""
-    path = Path(path)
+def load_policy(path, world_model: str | None = None, device: str | torch.device = "cpu"):
+    """`(policy in eval mode, config, world model, world model config)` of the policy checkpoint (or `wm bc` /
+    `wm refine --out` folder) `path`, with its world model from `world_model` (default: where the policy's config
+    says it was), checked by hash; both on `device`."""
+    path = resolve_checkpoint(path, "policy")
     config = read_config(path)
     if "policy" not in config:
         raise WMError(f"{path} is a world model checkpoint, not a policy; pass a policy made by `wm bc`")
-    policy = build_policy(config["policy"])
-    load_weights(policy, path)
+    policy = build_policy(config["policy"]).to(device)
+    load_weights(policy, path, device)
     recorded = config["world_model"]
     world_model = world_model or recorded["checkpoint"]
-    if not (Path(world_model) / "model.safetensors").is_file():
+    if not Path(world_model).exists():
         raise WMError(f"the policy's world model {world_model} is not there; pass --world-model CHECKPOINT")
+    world_model = resolve_checkpoint(world_model, "model")
     if weights_sha256(world_model) != recorded["sha256"]:
         raise WMError(
             f"{path} reads the latents of the world model {recorded['checkpoint']} (sha256 "
             f"{recorded['sha256'][:12]}), not of {world_model}; pass the world model the policy was trained with"
         )
-    model, model_config = load_checkpoint(world_model)
+    model, model_config = load_checkpoint(world_model, device)
     return policy.eval(), config, model, model_config

@@ -15,15 +15,17 @@ import time
 import numpy as np
 import torch
 
+from wm.device import module_device
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
 
 
 class PolicyController:
-    def __init__(self, policy, model: WorldModel, device: str = "cpu", seed: int = 0, stochastic: bool = False):
+    def __init__(self, policy, model: WorldModel, device=None, seed: int = 0, stochastic: bool = False):
         """`stochastic`: sample the policy's noise (a diffusion policy always samples its initial noise) from a
-        generator seeded with `seed`; otherwise a Gaussian policy acts with its mean."""
-        self.policy, self.model, self.device = policy, model, device
+        generator seeded with `seed`; otherwise a Gaussian policy acts with its mean. Observations go to `device`
+        (default: the world model's)."""
+        self.policy, self.model, self.device = policy, model, device or module_device(model)
         self.frameskip, self.history = policy.cfg.frameskip, policy.cfg.history
         self.stochastic, self.seed = stochastic, seed
         self.latencies: list[float] = []

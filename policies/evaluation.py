@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.registry import is_builtin, make_env
+from envs.registry import make_env, require_state_hooks
 from policies.controller import PolicyController
+from wm.device import module_device
 from wm.errors import WMError
 from wm.evaluation.closed_loop import run_goal_episodes, run_imagined_episodes
 from wm.evaluation.media import summary_figure, write_episode_videos
@@ -45,10 +46,12 @@ def rate(success: np.ndarray) -> dict:
 
 
 def act_on_latents(policy, generator: torch.Generator):
-    """`act(obs) -> (E, frameskip * A)` for imagined observations (a diffusion policy's noise from `generator`)."""
+    """`act(obs) -> (E, frameskip * A)` on the policy's device for imagined observations (a diffusion policy's
+    noise from `generator`, on that device too)."""
+    device = module_device(policy)
 
     def act(obs: dict) -> torch.Tensor:
-        z_hist, z_goal = torch.as_tensor(obs["latents"]), torch.as_tensor(obs["goal"])
+        z_hist, z_goal = (torch.as_tensor(obs[k], device=device) for k in ("latents", "goal"))
         if policy.cfg.kind == "diffusion":
             return policy.act(z_hist, z_goal, generator=generator).flatten(1)
         return policy.act(z_hist, z_goal).flatten(1)
@@ -60,16 +63,16 @@ def held_out_problems(model, wm_config: dict, env_id: str, store, episodes: int,
                       seed: int):  # fmt: skip
     """`(envs, pairs)`: one unwrapped env per start/goal pair of the held-out episodes of `store`, the starts at
     least a world-model history into their episode, pairs solved at the start redrawn."""
-    if not is_builtin(env_id):
-        raise WMError(f"policy evaluation needs a built-in env with exact state resets; {env_id!r} is not one")
     trained_on = wm_config["data"]["spec"]["env"]["id"]
     if trained_on != env_id:
         raise WMError(f"the policy's world model was trained on {trained_on}, not {env_id}; pass --env {trained_on}")
     spec = model.spec
     envs = [make_env(env_id, spec["image_size"], budget + 1).unwrapped for _ in range(episodes)]
+    require_state_hooks(envs[0], env_id, "policy evaluation")
+    solved = envs[0].is_success if getattr(envs[0], "has_success", True) else None
     min_start = (spec["num_hist"] - 1) * spec["frameskip"]
     rng = np.random.default_rng(seed)
-    pairs = dataset_goals(store, wm_config, episodes, goal_offset, rng, min_start, solved=envs[0].is_success)
+    pairs = dataset_goals(store, wm_config, episodes, goal_offset, rng, min_start, solved=solved)
     return envs, pairs
 
 
@@ -91,6 +94,7 @@ def evaluate_policy(policy, model, envs, pairs, store, budget: int, goal_offset:
         "budget": budget,
         "success_rate": float(real.success.mean()),
         "success_95ci": rate(real.success)["95ci"],
+        "success_judged": real.judged,
         "zero_action_success": rate(zero.success),
         "final_distance": {"mean": float(real.distance.mean()), "median": float(np.median(real.distance))},
         "policy_latency_ms": percentiles(controller.latencies, 1000, 3),
@@ -103,7 +107,8 @@ def evaluate_policy(policy, model, envs, pairs, store, budget: int, goal_offset:
         blocks = budget // spec["frameskip"]
         env = ImaginedVectorEnv(model, starts, len(pairs), horizon=blocks, history=policy.cfg.history,
                                 reward="probability")  # fmt: skip
-        dreamt = run_imagined_episodes(env, act_on_latents(policy, torch.Generator().manual_seed(seed)), blocks, videos)
+        generator = torch.Generator(module_device(policy)).manual_seed(seed)
+        dreamt = run_imagined_episodes(env, act_on_latents(policy, generator), blocks, videos)
         results["imagined"] = {
             **rate(dreamt.success),
             "blocks": blocks,

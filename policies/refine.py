@@ -126,7 +126,7 @@ def _ppo(cfg: RefineConfig, vec: ImaginedSB3Env, actor_config: dict, actor_state
         target_kl=cfg.target_kl,
         policy_kwargs={"actor_config": actor_config, "actor_state": actor_state, "critic_width": cfg.critic_width},
         seed=cfg.seed,
-        device="cpu",
+        device=vec.env.device,  # the world model's: imagined latents never leave it for the actor and critic
         verbose=0,
     )
 
@@ -183,7 +183,7 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
                 shutil.rmtree(old, ignore_errors=True)
     refined = agent.policy.actor
     if cfg.algo == "dsrl":
-        refined = SteeredPolicy(steered_cfg)
+        refined = SteeredPolicy(steered_cfg).to(env.device)
         refined.base.load_state_dict(policy.state_dict())
         refined.steer.load_state_dict(agent.policy.actor.state_dict())
     return refined.eval(), int(agent.num_timesteps), time.time() - started

@@ -47,15 +47,15 @@ class ImaginedSB3Env(VecEnv):
 
     @torch.no_grad()
     def step_wait(self):
-        obs = {k: torch.as_tensor(v) for k, v in self._obs.items()}
-        actions = torch.as_tensor(self._actions)
+        obs = {k: torch.as_tensor(v, device=self.env.device) for k, v in self._obs.items()}
+        actions = torch.as_tensor(self._actions, device=self.env.device)
         env_actions = self.action_map(obs, actions) if self.action_map is not None else actions
-        new_obs, reward, terminated, truncated, info = self.env.step(env_actions.numpy())
+        new_obs, reward, terminated, truncated, info = self.env.step(env_actions.cpu().numpy())
         reward = reward.astype(np.float32)
         if self.anchor is not None:
             bc, weight = self.anchor
             dist = bc.distribution(obs["latents"], obs["goal"])
-            reward -= weight * (0.5 * ((env_actions - dist.mean) / dist.stddev) ** 2).mean(-1).numpy()
+            reward -= weight * (0.5 * ((env_actions - dist.mean) / dist.stddev) ** 2).mean(-1).cpu().numpy()
         dones = terminated | truncated
         infos = [{"success": bool(info["success"][i]), "success_prob": float(info["success_prob"][i])}
                  for i in range(self.num_envs)]  # fmt: skip

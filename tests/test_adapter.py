@@ -163,7 +163,7 @@ def test_custom_proprio_and_success_hooks_are_used():
         seen.append(goal)
         return state[0] > goal
 
-    proprio_fn = lambda o: [o[0], 2 * o[0]]  # noqa: E731
+    proprio_fn = lambda env, o: [o[0], 2 * o[0]]  # noqa: E731
     adapter = GymImageAdapter(FakeEnv(), proprio_fn=proprio_fn, is_success=is_success, **fake_hooks())
     assert adapter.observation_space["proprio"].shape == (2,) and adapter.has_success
     obs, info = adapter.reset(seed=0, options={"state": [0.5], "goal": 0.55})

@@ -1,6 +1,7 @@
 """The frozen DINOv2 encoder: weight layouts (Meta / Hugging Face / timm), token shapes, freezing, helpful errors.
 
 All weights are random and written to tmp files here; nothing touches the network. ViT-S/14 at 56 px (4x4 patches).
+A DINO world model trained from such a file plans from its checkpoint alone: file deleted, network blocked.
 """
 
 from __future__ import annotations
@@ -335,3 +336,35 @@ def test_pretrained_source_goes_through_the_same_mapping(monkeypatch, vits_files
     from_file = DinoV2Encoder("vits14", 56, weights=vits_files["meta"])
     torch.testing.assert_close(hub(images()), from_file(images()), rtol=0, atol=1e-6)
     assert len(hub.weights_sha256) == 64 and not math.isnan(hub(images()).sum().item())
+
+
+# ---- a DINO world model's checkpoint is self-contained ----
+def test_dino_checkpoint_plans_offline_without_its_weights_file(tmp_path, vits_files, maze, monkeypatch):
+    import socket
+
+    from wm.app.cli import main
+    from wm.app.train import run_train
+    from wm.models.checkpoint import load_checkpoint
+
+    weights = tmp_path / "dinov2_vits14_random.pth"  # Meta's layout, deleted once the model is trained
+    weights.write_bytes(vits_files["meta"].read_bytes())
+    tiny = ["encoder.image_size=28", "predictor.dim=32", "predictor.depth=1", "predictor.heads=2", "decoder=false",
+            "success_head=false", "batch_size=4", "frameskip=2", "num_hist=2", "warmup_steps=1"]  # fmt: skip
+    run = tmp_path / "run"
+    run_train(str(maze), "dino", str(run), steps=2, overrides=tiny, encoder_weights=str(weights))
+    trained_id = DinoV2Encoder("vits14", 28, weights=weights).encoder_id
+    weights.unlink()
+
+    def no_network(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, config = load_checkpoint(run)  # the run folder: its model/
+    assert config["model"]["encoder"]["weights"] == str(weights)  # where it came from, not read again
+    assert model.encoder.encoder_id == trained_id  # the same features (and feature cache key) as in training
+    argv = ["plan", "--checkpoint", str(run), "--env", "wm/PointMaze-v0", "--episodes", "2", "--goal-source", "random",
+            "--budget", "2", "--horizon", "2", "--samples", "8", "--elites", "2", "--iterations", "1",
+            "--device", "cpu", "--out", str(tmp_path / "plan")]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "plan" / "results.json").read_text())["episodes"] == 2

@@ -53,8 +53,11 @@ def test_models_and_data_know_no_planners_policies_or_apps():
     assert violations(files("wm/models"), lambda p, n: not within(n, "envs")) == []
 
 
+API = ROOT / "wm" / "api.py"  # the Python face of the CLI: like cli.py it composes the jobs, so it is an app
+
+
 def test_only_the_apps_wire_planners_and_policies_into_the_library():
-    library = [p for p in files("wm") if "app" not in p.relative_to(ROOT / "wm").parts]
+    library = [p for p in files("wm") if "app" not in p.relative_to(ROOT / "wm").parts and p != API]
     assert violations(library, lambda p, n: not within(n, "planners", "policies", "wm.app")) == []
     assert violations(files("policies"), lambda p, n: not within(n, "wm.app")) == []
 

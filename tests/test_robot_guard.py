@@ -1,12 +1,17 @@
-"""The safety guard, e-stop, control loop and LeRobot adapter, against small in-test robots (no network)."""
+"""The safety guard, e-stop, control loop, LeRobot adapter and MPC on a robot, against small in-test robots (no
+network). Nothing here depends on how fast a busy machine is: waits are for events, with generous deadlines, and
+the rates and latencies themselves are measured by scripts/bench_robot.py."""
 
+import json
 import logging
 import os
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +19,11 @@ from envs.robot.estop import EStop
 from envs.robot.guard import GuardConfig, SafetyGuard
 from envs.robot.lerobot import LeRobotAdapter
 from envs.robot.loop import ControlLoop
-from envs.robot.protocol import Feature, Robot, RobotError
+from envs.robot.protocol import Feature, Robot, RobotError, hold_action
+from planners.mpc import MPCController, RobotMPC
+from planners.objectives import goal_objective
+from planners.registry import make_planner
+from wm.errors import WMError
 
 
 class FakeRobot:
@@ -54,15 +63,23 @@ class FakeRobot:
         return action
 
 
-def guarded(**config):
+def guarded(estop=None, **config):
     robot = FakeRobot()
-    guard = SafetyGuard(robot, GuardConfig(**config))
+    guard = SafetyGuard(robot, GuardConfig(**config), estop)
     guard.connect()
     return robot, guard
 
 
 def reasons(guard):
     return [e.reason for e in guard.events]
+
+
+def wait_until(condition, timeout=10.0):
+    """Poll `condition()` until true; fails the test after `timeout` s (a deadline no busy machine reaches)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.002)
 
 
 finite = st.floats(-10, 10, width=32)
@@ -119,11 +136,11 @@ def test_leaving_the_workspace_holds():
 
 
 def test_a_stale_observation_holds():
-    robot, guard = guarded(watchdog_s=0.05)
+    robot, guard = guarded(watchdog_s=0.5)
     assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0, 0])  # no observation at all yet
     guard.get_observation()
     assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0.5, 0.5])
-    time.sleep(0.08)
+    time.sleep(0.6)
     assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0, 0])
     assert reasons(guard) == ["stale_observation", "stale_observation"]
 
@@ -144,11 +161,12 @@ def test_watchdog_holds_once_when_no_new_action_arrives():
     guard.send_action(np.array([0.7, -0.7]))
     guard.start_watchdog(period_s=0.005)
     t_last = robot.sent[-1][0]
-    time.sleep(0.3)
+    wait_until(lambda: len(robot.sent) == 2)
+    time.sleep(0.1)  # many more ticks
     guard.disconnect()
     assert reasons(guard) == ["watchdog"]  # once, not every tick
     t_hold, hold = robot.sent[-1]
-    assert np.array_equal(hold, [0, 0]) and 0.1 <= t_hold - t_last < 0.1 + 0.1
+    assert np.array_equal(hold, [0, 0]) and t_hold - t_last >= 0.1  # never early (how late: bench_robot.py)
 
 
 def test_stop_file_estop_holds_then_disconnects(tmp_path):
@@ -186,7 +204,7 @@ def test_the_loop_runs_at_its_rate_and_times_each_section():
     assert isinstance(guard, Robot)
     records = []
     stats = ControlLoop(guard, lambda obs: np.full((1, 2), 0.1), hz=50).run(20, records.append)
-    assert stats.steps == 20 and 30 <= stats.rate_hz <= 52  # never faster than asked; slack for a busy CPU
+    assert stats.steps == 20 and stats.rate_hz <= 50.5  # never faster than asked (how close: bench_robot.py)
     assert all(0 <= r.t_observe + r.t_plan + r.t_send <= r.t_step + 1e-6 for r in records)
     assert [r.chunk_step for r in records] == list(range(20))
 
@@ -259,3 +277,179 @@ def test_lerobot_adapter_maps_features_actions_and_hold():
     assert reasons(guard) == ["max_delta"]
     with pytest.raises(RobotError, match="no camera 'wrist'"):
         LeRobotAdapter(FakeLeRobot(), camera="wrist")
+
+
+# ------------------------------------------------------------------------------ guard: configuration and checks
+def test_a_workspace_box_needs_both_bounds_of_equal_length():
+    with pytest.raises(WMError, match="needs both workspace_low and workspace_high"):
+        GuardConfig(workspace_low=[-1.0, -1.0])
+    with pytest.raises(WMError, match="needs both"):
+        GuardConfig(workspace_high=[1.0])
+    with pytest.raises(WMError, match="as many values"):
+        GuardConfig(workspace_low=[-1.0, -1.0], workspace_high=[1.0])
+    with pytest.raises(WMError, match="each low below high"):
+        GuardConfig(workspace_low=[1.0], workspace_high=[-1.0])
+
+
+class NoProprioRobot(FakeRobot):
+    @property
+    def observation_features(self):
+        return {"rgb": Feature((8, 8, 3), "uint8")}
+
+    def get_observation(self):
+        return {"rgb": np.zeros((8, 8, 3), np.uint8)}
+
+
+def test_a_workspace_box_refuses_a_robot_without_proprio_and_holds_until_proprio_arrives():
+    box = {"workspace_low": [-1.0, -1.0], "workspace_high": [1.0, 1.0], "watchdog_s": None}
+    bare = NoProprioRobot()
+    with pytest.raises(WMError, match=r"bounds proprio\[:2\] but fake reports no proprio"):
+        SafetyGuard(bare, GuardConfig(**box)).connect()
+    assert not bare.is_connected
+    with pytest.raises(WMError, match=r"reports proprio \(3,\)"):
+        SafetyGuard(FakeRobot(), GuardConfig(workspace_low=[-1.0] * 4, workspace_high=[1.0] * 4)).connect()
+    robot, guard = guarded(**box)
+    assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0, 0])  # nothing says where the robot is
+    assert reasons(guard) == ["workspace"] and "no proprio" in guard.events[0].detail
+    guard.get_observation()
+    assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0.5, 0.5])
+
+
+@pytest.mark.parametrize("action", [np.zeros(3), np.float32(0.5), [[0.1, 0.2]], "fast", {"x": 1.0}])
+def test_a_malformed_action_is_a_hold_and_an_event_not_an_unheld_exception(action):
+    robot, guard = guarded(watchdog_s=None)
+    guard.get_observation()
+    guard.send_action(np.array([0.5, 0.5]))
+    assert np.array_equal(guard.send_action(action), [0, 0]) and np.array_equal(robot.sent[-1][1], [0, 0])
+    assert reasons(guard) == ["malformed"] and "takes (2,)" in guard.events[0].detail and guard.holding
+
+
+def test_a_rate_wait_holds_no_lock_and_an_estop_during_it_stops_the_action():
+    estop = EStop(signals=())
+    robot, guard = guarded(estop, max_rate_hz=0.1, watchdog_s=None)  # 10 s between commands (the e-stop ends it)
+    guard.get_observation()
+    guard.send_action(np.array([0.25, 0.25]))
+    outcome = {}
+
+    def second():
+        try:
+            outcome["sent"] = guard.send_action(np.array([0.9, 0.9]))
+        except RobotError as e:
+            outcome["error"] = str(e)
+
+    sender = threading.Thread(target=second)
+    sender.start()
+    wait_until(lambda: "rate" in reasons(guard))  # the sender is waiting out the period
+    guard.get_observation()  # the lock is free during the wait: observations, watchdog ticks and holds go on
+    guard.tick()
+    assert len(robot.sent) == 1
+    estop.trip("test trip")
+    sender.join(timeout=30)
+    assert "e-stopped (test trip)" in outcome["error"] and "sent" not in outcome
+    assert [a.tolist() for _, a in robot.sent] == [[0.25, 0.25], [0.0, 0.0]] and not robot.is_connected
+
+
+def test_the_event_log_keeps_the_newest_in_memory_and_every_event_on_disk(tmp_path):
+    robot = FakeRobot()
+    path = tmp_path / "safety.jsonl"
+    guard = SafetyGuard(robot, GuardConfig(watchdog_s=None), event_log=path, max_events=3)
+    guard.connect()
+    guard.get_observation()
+    for i in range(10):
+        guard.send_action(np.array([np.nan, float(i)]))
+    events = guard.events
+    assert len(events) == 10 and events.counts == {"nonfinite": 10}
+    assert [e.step for e in events] == [8, 9, 10] and events[-1].step == 10 and events[7].step == 8
+    assert [e.step for e in events[8:]] == [9, 10] and [e.step for e in events[0:]] == [8, 9, 10]
+    assert events[10:] == [] and events[2:5] == []
+    with pytest.raises(IndexError, match="not in memory"):
+        events[0]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["step"] for e in lines] == list(range(1, 11)) and {e["reason"] for e in lines} == {"nonfinite"}
+
+
+# ------------------------------------------------------------------------------ LeRobot: holding before any observation
+def test_lerobot_holds_its_present_position_before_any_observation():
+    arm = FakeLeRobot()
+    adapter = LeRobotAdapter(arm, image_size=16)
+    guard = SafetyGuard(adapter, GuardConfig(low=-90, high=90, watchdog_s=None))
+    guard.connect()
+    np.testing.assert_allclose(hold_action(adapter), [10.0, -5.0])  # what a server's hello reports first
+    arm.present = {"shoulder.pos": 12.0, "elbow.pos": -7.0}  # moved by hand: the hold is where it is now
+    sent = []
+    arm.send_action = lambda action: sent.append(action) or action
+    guard.hold("server_stop", "the server is stopping")  # a server stopping before any request
+    assert sent == [{"shoulder.pos": 12.0, "elbow.pos": -7.0}] and reasons(guard) == ["server_stop"]
+    guard.disconnect()
+    with pytest.raises(RobotError, match="not connected"):
+        adapter.hold_action()
+
+
+# ------------------------------------------------------------------------------ MPC: the sent actions are its past
+class BlockModel:
+    """Latent = proprio (x, y, step) (N=1, D=3); a block of `frameskip` 2-D actions moves (x, y) by their sum / 10.
+    Records the history steps and past actions of every rollout; each rollout takes `delay` s (planning time)."""
+
+    def __init__(self, frameskip=2, num_hist=3, delay=0.0):
+        self.spec = {"frameskip": frameskip, "num_hist": num_hist, "env_action_dim": 2, "action_dim": 2 * frameskip}
+        self.delay, self.seen = delay, []
+
+    def encode(self, obs):
+        return obs["proprio"].float()[:, :, None, :]  # (B, T, 1, 3)
+
+    def rollout(self, z_hist, actions, past_actions=None):
+        past = None if past_actions is None else past_actions[0].clone()
+        self.seen.append((z_hist[0, :, 0, 2].round().int().tolist(), past))
+        time.sleep(self.delay)
+        moves = actions.reshape(*actions.shape[:-1], -1, 2).sum(-2) * 0.1  # (B, [S,] H, 2)
+        start = z_hist[:, -1, 0, :2].reshape(len(z_hist), *[1] * (moves.ndim - 2), 2)
+        pos = start + moves.cumsum(-2)
+        return torch.cat([pos, torch.zeros_like(pos[..., :1])], -1)[..., None, :]  # (B, [S,] H, 1, 3)
+
+
+@pytest.mark.parametrize("async_plan", [False, True])
+def test_mpc_on_a_robot_plans_from_the_actions_actually_sent(async_plan):
+    robot, guard = guarded(high=0.05, max_delta=0.04, watchdog_s=None)  # the guard clips most planned actions
+    model = BlockModel(frameskip=2, num_hist=3, delay=0.004 if async_plan else 0.0)
+    planner = make_planner("cem", horizon=3, action_dim=4, samples=16, elites=4, iterations=2, seed=0)
+    mpc = RobotMPC(MPCController(model, planner, goal_objective(visual_dim=2), replan_every=2))
+    mpc.reset({"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.array([0.5, 0.5, 0.0], np.float32)})
+    loop = ControlLoop(guard, mpc.act, hz=100, async_plan=async_plan, refill_at=2, executed=mpc.executed)
+    records = []
+    stats = loop.run(24, records.append)
+    assert mpc.chunk == 4 and stats.plans >= 5 and len(mpc.latencies) >= stats.plans
+    sent = {r.step: r.sent for r in records}
+    assert any(not np.allclose(r.sent, r.requested) for r in records)  # what was planned is not what was sent
+    plan_steps = sorted({r.chunk_step for r in records})
+    checked = 0
+    for frames, past in model.seen:
+        assert 0 <= frames[-1] < 24  # planned from one of the loop's observations
+        assert np.all(np.diff(frames) == 2) and len(frames) == min(3, frames[-1] // 2 + 1)  # block-spaced history
+        if len(frames) > 1:
+            expected = [np.concatenate([sent[s], sent[s + 1]]) for s in frames[:-1]]
+            np.testing.assert_allclose(past.numpy(), np.stack(expected), atol=1e-6)
+            checked += 1
+    assert checked > 0
+    if async_plan:
+        assert any(s % 2 for s in plan_steps) or stats.dropped_actions > 0  # plans from any step, stale ones dropped
+
+
+def test_robot_mpc_keeps_what_later_plans_need_and_needs_to_be_told_what_was_sent():
+    model = BlockModel(frameskip=2, num_hist=3)
+    planner = make_planner("cem", horizon=2, action_dim=4, samples=8, elites=2, iterations=1, seed=0)
+    mpc = RobotMPC(MPCController(model, planner, goal_objective(visual_dim=2)))
+    mpc.reset({"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.zeros(3, np.float32)})
+
+    def obs(step):
+        return {"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.array([0, 0, step], np.float32), "step": step}
+
+    assert mpc.act(obs(0)).shape == (2, 2)
+    with pytest.raises(WMError, match=r"not told what was sent at steps \[0, 1\]"):
+        mpc.act(obs(2))
+    for step in range(5):
+        mpc.executed(step, obs(step), np.full(2, step, np.float32))
+        if step in (3, 4):  # plans from any step (asynchronous planning): 3 (history 1, 3), then 4 (0, 2, 4)
+            mpc.act(obs(step))
+            frames, past = model.seen[-1]
+            assert frames == list(range(step % 2, step + 1, 2))
+            np.testing.assert_array_equal(past[:, ::2], [[s, s + 1] for s in frames[:-1]])

@@ -32,15 +32,17 @@ def dataset_goals(
 ) -> list[dict]:
     """`count` pairs from the episodes of `store_path` that the checkpoint (`config`) held out, each goal
     `goal_offset` env steps after its start, which is at least `min_start` steps into its episode (room for a
-    history of real frames before it). With `solved(start_state, goal_state) -> bool` (the env's `is_success`),
-    pairs already solved at the start are redrawn (up to `tries` starts per episode, then another episode)."""
+    history of real frames before it). Start and goal are the store's states (the env is reset to the start and
+    judges the end against the goal); the goal image is the frame the store recorded at the goal state. With
+    `solved(start_state, goal_state) -> bool` (the env's `is_success`), pairs already solved at the start are
+    redrawn (up to `tries` starts per episode, then another episode)."""
     path = Path(store_path)
     env_id = config["data"]["spec"]["env"]["id"]
     if not path.is_dir():
         raise WMError(f"goal store {path} not found; pass a store of {env_id} (--data) or use random goals")
     with EpisodeStore.open(path) as store:
         if "state" not in store.keys:
-            raise WMError(f"{path} has no simulator states; dataset goals need a store collected from a built-in env")
+            raise WMError(f"{path} has no simulator states; dataset goals need a store of an env with state hooks")
         episodes, _ = held_out_episodes(config, store)
         lengths = store.episode_lengths()[episodes]
         usable = episodes[lengths > goal_offset + min_start]

@@ -25,6 +25,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from wm.data.latent_frames import EpisodeLatents
+from wm.device import module_device
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
 
@@ -37,7 +38,8 @@ class StoreStarts:
     (`{"rgb": (G, H, W, 3), "proprio": (G, P)}` user goal observations, drawn uniformly), or `pairs` (a list of
     `(episode, t, goal_t)` used in order, cycling: fixed evaluation problems). Goal proprio velocities
     (`velocity_dims`) are zeroed. Starts never come from the last `goal_blocks[0]` blocks of an episode, so every
-    hindsight goal exists; `sources` are `(episode, t, goal_t)` per draw."""
+    hindsight goal exists; `sources` are `(episode, t, goal_t)` per draw. Latents live on `device` (default: the
+    model's)."""
 
     def __init__(
         self,
@@ -48,7 +50,7 @@ class StoreStarts:
         goals: dict | None = None,
         pairs: list[tuple[int, int, int]] | None = None,
         velocity_dims: tuple[int, ...] = (),
-        device: str = "cpu",
+        device=None,
     ):
         spec = model.spec
         self.h, self.fs, self.goal_blocks = spec["num_hist"], spec["frameskip"], goal_blocks
@@ -96,7 +98,8 @@ class StoreStarts:
 
 
 class ImaginedVectorEnv(VectorEnv):
-    """`num_envs` goal-reaching episodes imagined by `model` from `starts` (see the module docstring)."""
+    """`num_envs` goal-reaching episodes imagined by `model` from `starts` (see the module docstring), on `device`
+    (default: the model's)."""
 
     def __init__(
         self,
@@ -109,7 +112,7 @@ class ImaginedVectorEnv(VectorEnv):
         threshold: float = 0.5,
         autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
-        device: str = "cpu",
+        device=None,
     ):
         if model.success_mode is None:
             raise WMError("imagination needs a world model with a success head (its reward); train one with "
@@ -120,6 +123,7 @@ class ImaginedVectorEnv(VectorEnv):
             raise WMError(f"need num_envs >= 1, horizon >= 1 and 1 <= history <= num_hist, got {num_envs}, "
                           f"{horizon}, {history}")  # fmt: skip
         spec = model.spec
+        device = device or module_device(model)
         self.model, self.starts, self.device = model, starts, device
         self.num_envs, self.horizon, self.history, self.reward_kind = num_envs, horizon, history, reward
         self.threshold, self.render_mode = threshold, render_mode

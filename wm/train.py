@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from wm.device import to_device
 from wm.errors import WMError
 from wm.models.checkpoint import load_training_state, read_config, save_checkpoint
 
@@ -112,21 +113,18 @@ def batched(batch: dict) -> dict:
     return batch
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 class Trainer:
     """`Trainer(model, train_ds, val_ds, cfg, out, run_config).fit()`; `run_config` (model/data spec, JSON) is
     stored in every checkpoint so that a checkpoint alone can rebuild the model and knows its data. A run resumes
-    only with the same `run_config[identity]` (what the model is); the final checkpoint goes to `out/<final>`."""
+    only with the same `run_config[identity]` (what the model is); the final checkpoint goes to `out/<final>`.
+    It trains on `device` (default: this rank's CUDA device when there is one, else the CPU)."""
 
     def __init__(self, model, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, out, run_config: dict,
-                 final: str = "model", identity: str = "model"):  # fmt: skip
+                 final: str = "model", identity: str = "model", device: torch.device | None = None):  # fmt: skip
         self.cfg, self.out, self.run_config = cfg, Path(out), run_config
         self.final, self.identity = final, identity
         self.rank, self.world = _distributed()
-        self.device = (
+        self.device = device or (
             torch.device("cuda", self.rank % torch.cuda.device_count()) if torch.cuda.is_available() else "cpu"
         )
         torch.manual_seed(cfg.seed)
@@ -206,7 +204,7 @@ class Trainer:
         loader = self._loader(self.val_ds, self.cfg.val_batches, 0, seed=12345)
         for batch in loader:
             with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                _, metrics = self.model(_to_device(batch, self.device))
+                _, metrics = self.model(to_device(batch, self.device))
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / self.cfg.val_batches
         self._train_mode()
@@ -226,7 +224,7 @@ class Trainer:
             for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base * lr_factor(self.step, cfg.warmup_steps, cfg.steps)
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, metrics = self.forward(_to_device(batch, self.device))
+                loss, metrics = self.forward(to_device(batch, self.device))
             if not torch.isfinite(loss):
                 raise WMError(f"training diverged at step {self.step} (loss {float(loss)}); lower lr or check data")
             self.optimizer.zero_grad(set_to_none=True)

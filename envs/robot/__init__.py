@@ -6,9 +6,10 @@ lerobot.py   LeRobotAdapter: a LeRobot robot behind the protocol (duck-typed, no
 guard.py     SafetyGuard: bounds, max change per step, workspace, NaN/inf, rate limit, watchdog, e-stop
 estop.py     EStop: signal / stop file / key latch
 loop.py      ControlLoop: fixed-rate observe -> plan -> send with timing, optional asynchronous planning
-wire.py      bridge encoding: JSON header + raw numpy frames
-server.py    RobotServer: a guarded robot over TCP (ZeroMQ), token, watchdog hold when the client vanishes
-client.py    RemoteRobot: the planner side, timeouts and reconnects
+wire.py      bridge wire format: signed auth frame (HMAC-SHA256) + JSON header + raw numpy frames, bounded decoding
+server.py    RobotServer: a guarded robot over TCP (ZeroMQ), auth before work, replay refusal, watchdog hold
+client.py    RemoteRobot: the planner side, signed requests, checked replies, timeouts and reconnects
+keys.py      CurveZMQ key pairs (`wm robot keygen`), loopback check
 """
 
 from envs.robot.protocol import Feature, Robot, RobotError, controller_view

@@ -2,24 +2,35 @@
 
 Per `send_action(a (A,))`, in this order:
   e-stop tripped                        -> safe stop (hold, disconnect), then every call raises RobotError
+  `a` not an (A,) vector of numbers     -> hold
   NaN / inf in `a`                      -> hold
   last observation older than watchdog  -> hold (the controller acted on stale data)
+  workspace box set, no proprio yet     -> hold (nothing says where the robot is)
   proprio outside the workspace box     -> hold (an operator moves the robot back; the guard never guesses how)
   otherwise                             -> clip to the absolute bounds, then to `max_delta` around the last sent
                                            action (the hold action before the first), like LeRobot's
                                            `max_relative_target`
-  faster than `max_rate_hz`             -> wait until the minimum period has passed, then send
-Watchdog (`tick`, driven by a thread from `start_watchdog` or by a server's poll loop): no new action within
-`watchdog_s` of the last one -> hold once, until the next action. Every intervention is a `SafetyEvent` (wall
-time, reason, detail, step) in `events`; the hold action is the robot's (`protocol.hold_action`), clipped to bounds.
+  faster than `max_rate_hz`             -> wait (without holding the lock, polling the e-stop every few ms) until
+                                           the minimum period has passed, then send
+The e-stop is checked again immediately before the robot is commanded, so a trip during a rate wait stops the
+action. Watchdog (`tick`, driven by a thread from `start_watchdog` or by a server's poll loop): no new action within
+`watchdog_s` of the last one -> hold once, until the next action. `connect` refuses a workspace box on a robot that
+reports no proprio (or fewer dims than the box). Every intervention is a `SafetyEvent` (wall time, reason, detail,
+step) in `events`, an `EventLog`: the last `max_events` in memory, all of them appended to `event_log` (JSON lines)
+when given. The hold action is the robot's (`protocol.hold_action`), clipped to bounds.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import os
 import threading
 import time
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +39,7 @@ from wm.errors import WMError
 
 log = logging.getLogger("wm.robot")
 QUIET_REASONS = ("bounds", "max_delta", "rate")  # frequent by design: recorded, logged at debug level only
+ESTOP_POLL_S = 0.005  # a rate wait sleeps in slices this long, checking the e-stop between them
 
 
 @dataclass
@@ -37,16 +49,26 @@ class GuardConfig:
     low: list[float] | float | None = None
     high: list[float] | float | None = None
     max_delta: list[float] | float | None = None  # per-dim |a_t - a_{t-1}| limit, action units per step
-    workspace_low: list[float] | None = None  # bounds on proprio[:k], k = len(workspace_low)
+    workspace_low: list[float] | None = None  # bounds on proprio[:k], k = len(workspace_low); both or neither
     workspace_high: list[float] | None = None
     max_rate_hz: float | None = None
     watchdog_s: float | None = 1.0
+
+    def __post_init__(self):
+        low, high = self.workspace_low, self.workspace_high
+        if (low is None) != (high is None):
+            raise WMError("a workspace box needs both workspace_low and workspace_high (bounds on proprio[:k])")
+        if low is not None and (len(low) != len(high) or not np.all(np.asarray(low) < np.asarray(high))):
+            raise WMError(
+                f"workspace_low {list(low)} and workspace_high {list(high)} need as many values, each low below high"
+            )
 
 
 @dataclass
 class SafetyEvent:
     time: float  # time.time() of the intervention
-    reason: str  # estop | nonfinite | stale_observation | workspace | bounds | max_delta | rate | watchdog | hold
+    reason: str  # estop | malformed | nonfinite | stale_observation | workspace | bounds | max_delta | rate | watchdog
+    # (or a caller's hold reason: client_left, server_stop, ...)
     detail: str
     step: int  # send_action calls so far
 
@@ -54,19 +76,73 @@ class SafetyEvent:
         return asdict(self)
 
 
-class SafetyGuard:
-    """A robot that forwards to `robot` through the checks above. Thread-safe (one lock around the robot)."""
+class EventLog:
+    """The guard's safety events: the newest `maxlen` kept in memory (a ring buffer), every one appended to `path`
+    (one JSON object a line) when given. Indices count every event ever logged, so a reader's cursor stays valid
+    when old events leave memory: `len(log)` is the total logged, `log[n:]` the kept events from the n-th on,
+    `log[-1]` the newest; iterating gives the kept events, `counts` the total per reason. Thread-safe."""
 
-    def __init__(self, robot, config: GuardConfig | None = None, estop=None):
+    def __init__(self, maxlen: int = 1000, path: str | os.PathLike | None = None):
+        if maxlen < 1:
+            raise WMError(f"the event log must keep at least one event in memory, got maxlen={maxlen}")
+        self.path = Path(path) if path is not None else None
+        self.counts: Counter = Counter()
+        self._kept: deque[SafetyEvent] = deque(maxlen=maxlen)
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def append(self, event: SafetyEvent) -> None:
+        with self._lock:
+            self._kept.append(event)
+            self._total += 1
+            self.counts[event.reason] += 1
+            if self.path is not None:
+                with self.path.open("a") as f:
+                    f.write(json.dumps(event.to_json()) + "\n")
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._kept))
+
+    def __getitem__(self, index):
+        with self._lock:
+            first = self._total - len(self._kept)  # the index of the oldest kept event
+            if isinstance(index, slice):
+                start, stop, step = index.indices(self._total)
+                if step != 1:
+                    raise ValueError("event log slices take no step")
+                return list(itertools.islice(self._kept, max(start - first, 0), max(stop - first, 0)))
+            i = index + self._total if index < 0 else index
+            if not first <= i < self._total:
+                raise IndexError(f"event {index} is not in memory (events {first}..{self._total - 1} are)")
+            return self._kept[i - first]
+
+
+class SafetyGuard:
+    """A robot that forwards to `robot` through the checks above. Thread-safe (one lock around the robot, never held
+    while waiting). `event_log`: a file every safety event is appended to; `max_events`: how many stay in memory."""
+
+    def __init__(
+        self,
+        robot,
+        config: GuardConfig | None = None,
+        estop=None,
+        *,
+        event_log: str | os.PathLike | None = None,
+        max_events: int = 1000,
+    ):
         self.robot, self.config, self.estop = robot, config or GuardConfig(), estop
         self.name = f"guarded:{robot.name}"
-        self.events: list[SafetyEvent] = []
+        self.events = EventLog(max_events, event_log)
         self.stopped: str | None = None  # the e-stop reason once a safe stop happened
         self.holding = True  # nothing commanded yet
         self._lock = threading.RLock()
         self._steps = 0
         self._last_sent: np.ndarray | None = None
-        self._last_send_time: float | None = None  # time.monotonic()
+        self._last_send_time: float | None = None  # time.monotonic() of the last command (action or hold)
         self._last_obs_time: float | None = None
         self._last_proprio: np.ndarray | None = None
         self._watchdog: threading.Thread | None = None
@@ -102,9 +178,20 @@ class SafetyGuard:
         return low, high
 
     def connect(self) -> None:
+        """Connect the robot; refuses (WMError, the robot disconnected again) a robot without finite bounds, or
+        without the proprio dims the workspace box bounds."""
         with self._lock:
             self.robot.connect()
-            self.bounds()  # refuse to run without finite bounds
+            try:
+                self.bounds()
+                if self.config.workspace_low is not None:
+                    k, proprio = len(self.config.workspace_low), self.robot.observation_features.get("proprio")
+                    if proprio is None or not proprio.shape or proprio.shape[0] < k:
+                        has = "no proprio" if proprio is None else f"proprio {proprio.shape}"
+                        raise WMError(f"the workspace box bounds proprio[:{k}] but {self.robot.name} reports {has}")
+            except WMError:
+                self.robot.disconnect()
+                raise
 
     def disconnect(self) -> None:
         self._stop_watchdog()
@@ -133,31 +220,51 @@ class SafetyGuard:
 
     def _observed(self, obs: dict) -> dict:
         self._last_obs_time = time.monotonic()
-        if "proprio" in obs:
-            self._last_proprio = np.asarray(obs["proprio"], np.float32)
+        self._last_proprio = np.asarray(obs["proprio"], np.float32) if "proprio" in obs else None
         return obs
 
     def send_action(self, action) -> np.ndarray:
-        with self._lock:
-            self._check_estop()
-            self._steps += 1
-            a = np.asarray(action, np.float32)
-            low, high = self.bounds()
-            if a.shape != low.shape:
-                raise WMError(f"action has shape {a.shape}, {self.robot.name} takes {low.shape}")
-            target, self.holding = self._checked(a, low, high)
-            self._throttle()
-            sent = np.asarray(self.robot.send_action(target), np.float32)
-            self._last_sent, self._last_send_time = sent.copy(), time.monotonic()
-            return sent
+        """Check `action (A,)` and command the robot with it, or with the hold action; returns what was sent `(A,)`.
+        A tripped e-stop (checked before the wait, every few ms during it, and right before the send) makes it the
+        safe stop and a RobotError."""
+        first = True
+        while True:
+            with self._lock:
+                self._check_estop()
+                if first:
+                    self._steps += 1
+                wait = self._rate_wait()
+                if wait <= 0:
+                    low, high = self.bounds()
+                    target, holding = self._checked(action, low, high)
+                    self._check_estop()  # immediately before commanding the robot
+                    self.holding = holding
+                    return self._send(target)
+                if first:
+                    self._event("rate", f"waiting {wait * 1000:.1f} ms (max {self.config.max_rate_hz} Hz)")
+            first = False
+            time.sleep(min(wait, ESTOP_POLL_S))  # the lock is free meanwhile: observations, ticks, holds go on
 
     # ------------------------------------------------------------------------------------ checks
     def _hold(self, low, high) -> np.ndarray:
         return np.clip(hold_action(self.robot), low, high)
 
-    def _checked(self, a: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _send(self, target: np.ndarray) -> np.ndarray:
+        sent = np.asarray(self.robot.send_action(target), np.float32)
+        self._last_sent, self._last_send_time = sent.copy(), time.monotonic()
+        return sent
+
+    def _checked(self, action, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, bool]:
         """The action to send `(A,)` and whether it is the hold action."""
         cfg, now = self.config, time.monotonic()
+        try:
+            a = np.asarray(action, np.float32)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.shape != low.shape:
+            what = type(action).__name__ if a is None else f"shape {a.shape}"
+            self._event("malformed", f"requested an action of {what}; {self.robot.name} takes {low.shape}")
+            return self._hold(low, high), True
         if not np.all(np.isfinite(a)):
             self._event("nonfinite", f"requested {a.tolist()}")
             return self._hold(low, high), True
@@ -165,8 +272,11 @@ class SafetyGuard:
             age = "no observation yet" if self._last_obs_time is None else f"{now - self._last_obs_time:.3f} s old"
             self._event("stale_observation", f"last observation {age} (deadline {cfg.watchdog_s} s)")
             return self._hold(low, high), True
-        if cfg.workspace_low is not None and self._last_proprio is not None:
+        if cfg.workspace_low is not None:
             k = len(cfg.workspace_low)
+            if self._last_proprio is None:
+                self._event("workspace", "no proprio observed yet: nothing says where the robot is")
+                return self._hold(low, high), True
             pos = self._last_proprio[:k]
             if np.any(pos < np.asarray(cfg.workspace_low)) or np.any(pos > np.asarray(cfg.workspace_high)):
                 self._event("workspace", f"proprio[:{k}] = {pos.tolist()} outside the workspace")
@@ -183,51 +293,63 @@ class SafetyGuard:
             target = limited
         return target, False
 
-    def _throttle(self) -> None:
-        if self.config.max_rate_hz and self._last_send_time is not None:
-            wait = 1.0 / self.config.max_rate_hz - (time.monotonic() - self._last_send_time)
-            if wait > 0:
-                self._event("rate", f"waited {wait * 1000:.1f} ms (max {self.config.max_rate_hz} Hz)")
-                time.sleep(wait)
+    def _rate_wait(self) -> float:
+        """Seconds until the rate limit allows the next command (<= 0: now)."""
+        if not self.config.max_rate_hz or self._last_send_time is None:
+            return 0.0
+        return 1.0 / self.config.max_rate_hz - (time.monotonic() - self._last_send_time)
+
+    def _tripped(self) -> str | None:
+        return None if self.estop is None else self.estop.reason
 
     def _check_estop(self) -> None:
-        if self.stopped is None and self.estop is not None and self.estop.reason is not None:
-            self.safe_stop(self.estop.reason)
+        if self.stopped is None and (reason := self._tripped()) is not None:
+            self.safe_stop(reason)
         if self.stopped is not None:
             raise RobotError(f"{self.robot.name} was e-stopped ({self.stopped}); clear the cause and restart")
 
     def _event(self, reason: str, detail: str) -> None:
-        event = SafetyEvent(time.time(), reason, detail, self._steps)
-        self.events.append(event)
+        self.events.append(SafetyEvent(time.time(), reason, detail, self._steps))
         log.log(logging.DEBUG if reason in QUIET_REASONS else logging.WARNING, "safety %s: %s", reason, detail)
 
     # --------------------------------------------------------------------------- holds and stops
     def hold(self, reason: str, detail: str = "") -> None:
-        """Command the hold action now and log why (e.g. the network client went away)."""
+        """Command the hold action now and log why (e.g. the network client went away); a tripped e-stop makes it
+        the safe stop."""
         with self._lock:
-            if self.robot.is_connected and self.stopped is None:
-                low, high = self.bounds()
-                self._last_sent = np.asarray(self.robot.send_action(self._hold(low, high)), np.float32)
-                self.holding = True
-                self._event(reason, detail or "hold commanded")
+            if self.stopped is not None or not self.robot.is_connected:
+                return
+            if (tripped := self._tripped()) is not None:
+                self.safe_stop(tripped)
+                return
+            self._hold_now(reason, detail or "hold commanded")
+
+    def _hold_now(self, reason: str, detail: str) -> None:
+        low, high = self.bounds()
+        self._send(self._hold(low, high))
+        self.holding = True
+        self._event(reason, detail)
 
     def safe_stop(self, reason: str) -> None:
-        """Hold, then disconnect the robot; the guard refuses everything afterwards."""
+        """Hold, then disconnect the robot (even when the hold fails); the guard refuses everything afterwards."""
         with self._lock:
             if self.stopped is not None:
                 return
-            self.hold("estop", f"{reason}: holding, then disconnecting")
             self.stopped = reason
-            if self.robot.is_connected:
-                self.robot.disconnect()
+            try:
+                if self.robot.is_connected:
+                    self._hold_now("estop", f"{reason}: holding, then disconnecting")
+            finally:
+                if self.robot.is_connected:
+                    self.robot.disconnect()
 
     def tick(self) -> None:
         """One watchdog check: e-stop, then the action deadline. Call often (every few ms) or use start_watchdog."""
         with self._lock:
             if self.stopped is not None:
                 return
-            if self.estop is not None and self.estop.reason is not None:
-                self.safe_stop(self.estop.reason)
+            if (tripped := self._tripped()) is not None:
+                self.safe_stop(tripped)
                 return
             deadline = self.config.watchdog_s
             if deadline is None or self.holding or self._last_send_time is None:

@@ -6,9 +6,11 @@ images (`"front": (H, W, 3)`), and take actions as a dict of motor targets (`"sh
   observation  float features, in declaration order  -> `proprio (P,)` float32
                the camera feature (`camera`, or the first) -> `rgb (image_size, image_size, 3)` uint8 (resized)
   action       `(A,)` float32, in `action_features` order <-> LeRobot's action dict
-The hold action of a position-controlled arm is its present position: the motor values of the last observation
-for the action keys (the last sent action before any observation). LeRobot declares no action bounds: pass them
-to the safety guard (`GuardConfig(low=..., high=...)`).
+The hold action of a position-controlled arm is its present position, read from the robot when the hold is asked
+for (`get_observation`'s motor values for the action keys), so a hold works before the first observation too (a
+server stopping before any request, a guard limiting the first action); a robot whose observation lacks the
+action keys holds its last sent action. LeRobot declares no action bounds: pass them to the safety guard
+(`GuardConfig(low=..., high=...)`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class LeRobotAdapter:
         self.camera = camera or cameras[0]
         self.action_keys = [k for k, v in dict(robot.action_features).items() if v is float]
         self._last_sent: np.ndarray | None = None
-        self._last_obs: dict | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -59,7 +60,6 @@ class LeRobotAdapter:
 
     def get_observation(self) -> dict:
         raw = self.robot.get_observation()
-        self._last_obs = raw
         return {
             "rgb": self._image(raw[self.camera]),
             "proprio": np.array([raw[k] for k in self.motor_keys], np.float32),
@@ -72,11 +72,15 @@ class LeRobotAdapter:
         return self._last_sent
 
     def hold_action(self) -> np.ndarray:
-        if self._last_obs is not None and all(k in self._last_obs for k in self.action_keys):
-            return np.array([self._last_obs[k] for k in self.action_keys], np.float32)
+        """The present joint positions `(A,)` float32 (see the module docstring)."""
+        if not self.robot.is_connected:
+            raise RobotError(f"{self.name} is not connected, so there is no position to hold")
+        raw = self.robot.get_observation()
+        if all(k in raw for k in self.action_keys):
+            return np.array([raw[k] for k in self.action_keys], np.float32)
         if self._last_sent is not None:
             return self._last_sent.copy()
-        raise RobotError(f"{self.name}: no observation yet, so no position to hold; call get_observation() first")
+        raise RobotError(f"{self.name} reports no position for {self.action_keys}, so there is no position to hold")
 
     def _image(self, frame) -> np.ndarray:
         frame = np.asarray(frame, np.uint8)

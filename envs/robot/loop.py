@@ -1,7 +1,11 @@
 """The control loop: observe, plan/infer, send at a fixed rate, timing each section and warning when late.
 
-A policy maps what a controller may see of an observation (`controller_view`) to a chunk of actions `(K, A)`,
-action k meant for the k-th step from the observation's step on (K = 1 for step-by-step controllers).
+A policy maps what a controller may see of an observation (`controller_view`, plus `"step"`: the control step of
+the observation since the run started) to a chunk of actions `(K, A)`, action k meant for the k-th step from the
+observation's step on (K = 1 for step-by-step controllers). After every send the optional `executed(step, obs,
+sent)` hook (in the loop's thread) tells the controller what the robot reports it sent `(A,)` (the guard's
+clipped, rate- and change-limited action, or its hold) after observing `obs` (the controller's view): a controller
+that keeps an action history (MPC's past actions) records these, not what it asked for.
 
 Synchronous (default): when the queue of actions is empty the loop calls the policy on the current observation and
 waits for it. Asynchronous (`async_plan=True`): a worker thread plans the next chunk from the latest observation
@@ -62,7 +66,7 @@ class LoopStats:
 
 
 class ControlLoop:
-    """Drive `robot` with `policy(obs) -> (K, A)` at `hz` steps per second."""
+    """Drive `robot` with `policy(obs) -> (K, A)` at `hz` steps per second, reporting each send to `executed`."""
 
     def __init__(
         self,
@@ -71,9 +75,10 @@ class ControlLoop:
         hz: float,
         async_plan: bool = False,
         refill_at: int = 1,
+        executed: Callable[[int, dict, np.ndarray], None] | None = None,
     ):
         self.robot, self.policy, self.period = robot, policy, 1.0 / hz
-        self.async_plan, self.refill_at = async_plan, refill_at
+        self.async_plan, self.refill_at, self.executed = async_plan, refill_at, executed
         self.stats = LoopStats()
         self._last_warning = -np.inf
 
@@ -89,11 +94,12 @@ class ControlLoop:
             for t in range(steps):
                 t0 = time.perf_counter()
                 obs = self.robot.get_observation()
+                view = {**controller_view(obs), "step": t}
                 t1 = time.perf_counter()
                 new_plan = False
                 if pool is None:
                     if not queue:
-                        chunk, chunk_step, new_plan = self._plan(obs), t, True
+                        chunk, chunk_step, new_plan = self._plan(view), t, True
                         queue.extend((t + i, a) for i, a in enumerate(chunk))
                 else:
                     if pending is not None and (pending[0].done() or not queue):
@@ -103,7 +109,7 @@ class ControlLoop:
                         queue = deque(fresh or [(t, chunk[-1])])
                         pending, new_plan = None, True
                     if pending is None and len(queue) <= self.refill_at:
-                        pending = (pool.submit(self._plan, obs), t)
+                        pending = (pool.submit(self._plan, view), t)
                         if not queue:  # the first chunk of the run: nothing to execute meanwhile
                             chunk, chunk_step = pending[0].result(), t
                             queue.extend((t + i, a) for i, a in enumerate(chunk))
@@ -112,6 +118,8 @@ class ControlLoop:
                 t2 = time.perf_counter()
                 sent = np.asarray(self.robot.send_action(action), np.float32)
                 t3 = time.perf_counter()
+                if self.executed is not None:
+                    self.executed(t, view, sent)
                 late = t3 - t0 > self.period
                 stats.steps, stats.late_steps = t + 1, stats.late_steps + late
                 stats.plans += new_plan
@@ -136,8 +144,8 @@ class ControlLoop:
             stats.seconds = time.perf_counter() - started
         return stats
 
-    def _plan(self, obs: dict) -> np.ndarray:
-        chunk = np.asarray(self.policy(controller_view(obs)), np.float32)
+    def _plan(self, view: dict) -> np.ndarray:
+        chunk = np.asarray(self.policy(view), np.float32)
         return chunk.reshape(-1, chunk.shape[-1])  # (K, A)
 
     def _warn_late(self, step: int, took: float, planning: float) -> None:

@@ -1,58 +1,122 @@
 """The robot side of the network bridge: a guarded robot served over TCP (ZeroMQ ROUTER, one request at a time).
 
-Requests are `wire` messages `{"op", "token", "client", "seq", ...}`; every one must carry the shared-secret
-token (compared with `hmac.compare_digest`) or it is refused unexecuted. Ops:
+A request is a `wire` message `[auth, header, *arrays]` whose header is `{"op", "call", ...fields}`. Before any work
+the server checks, each step in bounded time and in this order: at most MAX_REQUEST_FRAMES frames and
+MAX_REQUEST_BYTES bytes in all (ZeroMQ itself drops a peer that sends a single larger frame), a 68-byte auth frame,
+its HMAC over every frame under the shared secret (the secret never travels), a timestamp within `window_s` of the
+server's clock, and a seq above the last one of that client (a replay is refused). Only then is the header parsed,
+with bounded size and depth, and checked field by field for its op. Ops:
   hello            -> name, observation/action features, hold action, watchdog deadline, can_reset, control_hz,
                       events_total (the guard events so far)
   get_observation  -> {"obs": {...}}
-  send_action      {"action": (A,), "events_seen": n} -> {"sent": (A,), "events": [guard events from n on]}
-  reset            {"options": {...}} -> {"obs": {...}}  (robots with the reset extension only)
+  send_action      {"action": float32 (A,), "events_seen": n} -> {"sent": (A,), "events": [guard events from n on]}
+  reset            {"options": {"state"?, "goal"?: float (S,)}} -> {"obs": {...}}  (robots with the reset extension)
   events           {"since": n} -> {"events": [...]}
   bye              -> the robot holds at once
-A retried request (same client and seq, after a client-side timeout) gets the cached reply and is not executed
-twice. The loop polls every few ms and ticks the guard's watchdog, so a client that vanishes mid-episode (killed,
-unplugged) leaves the robot holding within the watchdog deadline. After an e-stop the server answers every request
-with the e-stop error for `grace_s`, then exits.
+Every message gets a reply; a refused one `{"ok": false, "code", "error"}` with code `auth` (unsigned: the sender
+was not authenticated), `replay`, `limit` or `bad_request`; nothing refused reaches the robot, and no message can
+stop the server. A retried call (the same client and `call` with a fresh seq, after a client-side timeout) gets the
+cached reply and is not executed twice. The loop polls every few ms and ticks the guard's watchdog between messages,
+before executing one, and while draining an oversized one, so a client that vanishes mid-episode (killed, unplugged)
+leaves the robot holding within the watchdog deadline however busy the socket is. With `curve_secret_key` the link
+is encrypted with CurveZMQ; binding beyond loopback needs it, or `insecure=True`. After an e-stop the server
+answers every request with the e-stop error for `grace_s`, then exits.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
 from envs.robot import wire
 from envs.robot.guard import SafetyGuard
+from envs.robot.keys import is_loopback, require_curve
 from envs.robot.protocol import hold_action
 from wm.errors import WMError
 
 log = logging.getLogger("wm.robot")
-MAX_MESSAGE_BYTES = 64 << 20
+REPLAY_WINDOW_S = 30.0  # a request's timestamp may be this far from the server's clock, either way
+MAX_CLIENTS = 1024  # authenticated clients remembered for replay checks
+TICK_EVERY_FRAMES = 256  # watchdog ticks while draining a message of many frames
+OPS = ("hello", "get_observation", "send_action", "reset", "events", "bye")
+
+
+class _Refused(Exception):
+    """A request answered with an error and not executed."""
+
+    def __init__(self, code: str, error: str):
+        super().__init__(error)
+        self.code, self.error = code, error
+
+    def reply(self) -> dict:
+        return {"ok": False, "code": self.code, "error": self.error}
+
+
+@dataclass
+class _Client:
+    """Replay state of one authenticated client: its last seq and when it came, its last call and that reply."""
+
+    seq: int = 0
+    seen: float = 0.0  # time.time()
+    call: int = 0
+    reply: list | None = None  # body frames
 
 
 class RobotServer:
-    """`bind()` then `serve(stop)`; binds 127.0.0.1 unless told otherwise (`port=0`: a free port)."""
+    """`bind()` then `serve(stop)`; binds 127.0.0.1 unless told otherwise (`port=0`: a free port).
 
-    def __init__(self, guard: SafetyGuard, token: str, host: str = "127.0.0.1", port: int = 0, poll_s: float = 0.005):
+    `token` is the shared secret both sides sign with; `curve_secret_key` (Z85, from `wm robot keygen`) encrypts."""
+
+    def __init__(
+        self,
+        guard: SafetyGuard,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        poll_s: float = 0.005,
+        curve_secret_key: bytes | None = None,
+        insecure: bool = False,
+        window_s: float = REPLAY_WINDOW_S,
+    ):
         if not token:
             raise WMError("the robot server needs a non-empty shared-secret token; pass --token or set WM_ROBOT_TOKEN")
-        self.guard, self._token, self.host, self.port, self.poll_s = guard, token.encode(), host, port, poll_s
+        if curve_secret_key is not None:
+            require_curve()
+        elif not is_loopback(host) and not insecure:
+            raise WMError(
+                f"serving on {host} would expose the robot to the network unencrypted; pass --curve-key "
+                "DIR/secret.key (made by `wm robot keygen --out DIR`), or --insecure to accept that"
+            )
+        self.guard, self._secret, self.host, self.port, self.poll_s = guard, token.encode(), host, port, poll_s
+        self._curve, self.window_s = curve_secret_key, window_s
         self.address: str | None = None
         self.stats: Counter = Counter()
         self._ctx = zmq.Context.instance()
         self._sock = None
-        self._cache: tuple[str, int, list] | None = None  # (client, seq, reply frames) of the last request
+        self._clients: dict[bytes, _Client] = {}
+        self._action_shape: tuple[int, ...] = ()  # the robot's, once connected
+        self._state_shape: tuple[int, ...] | None = None  # the simulator's state vector (sim_state), if any
+        self._warned: dict[str, float] = {}  # refusal code -> time.monotonic() of its last warning
+        self._unwarned: Counter = Counter()  # refusals since that warning
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The Curve public key clients need (Z85), or None when the link is not encrypted."""
+        return None if self._curve is None else zmq.curve_public(self._curve)
 
     def bind(self) -> str:
         """Bind the socket; returns the address clients connect to (`tcp://HOST:PORT`)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_REQUEST_BYTES)  # per frame; the whole message is checked in _receive
+        if self._curve is not None:
+            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = self._curve, self.public_key, True
         host = f"[{self.host}]" if ":" in self.host else self.host
         if ":" in self.host:
             sock.setsockopt(zmq.IPV6, 1)
@@ -75,6 +139,9 @@ class RobotServer:
         if self._sock is None:
             self.bind()
         self.guard.connect()
+        self._action_shape = self.guard.action_features.shape
+        state = self.guard.observation_features.get("sim_state")
+        self._state_shape = None if state is None else state.shape
         stop = stop or threading.Event()
         stopped_at = None
         try:
@@ -85,50 +152,143 @@ class RobotServer:
                     if time.monotonic() - stopped_at > grace_s:
                         break
                 if self._sock.poll(int(self.poll_s * 1000)):
-                    self._handle(self._sock.recv_multipart(copy=False))
+                    self._serve_one()
         finally:
             if self.guard.stopped is None and self.guard.is_connected:
                 self.guard.hold("server_stop", "the server is stopping")
             self.guard.disconnect()
             self._sock.close()
             self._sock = None
-        return {"requests": self.stats["requests"], "refused": self.stats["refused"], **self.event_counts()}
+        return {
+            "requests": self.stats["requests"],
+            "refused": self.stats["refused"],
+            "malformed": self.stats["malformed"],
+            **self.event_counts(),
+        }
 
     def event_counts(self) -> dict:
         return {"safety_events": dict(Counter(e.reason for e in self.guard.events))}
 
     # ------------------------------------------------------------------------------------ requests
-    def _handle(self, frames) -> None:
-        frames = [f.bytes if hasattr(f, "bytes") else f for f in frames]
-        split = 2 if len(frames) > 1 and frames[1] == b"" else 1  # identity (+ the empty delimiter REQ adds)
-        envelope, payload = frames[:split], frames[split:]
+    def _serve_one(self) -> None:
+        envelope, frames, too_big = self._receive()
         self.stats["requests"] += 1
         try:
-            msg = wire.decode(payload)
+            if too_big:
+                raise _Refused("limit", too_big)
+            auth, body = self._authenticate(frames)
+        except _Refused as r:
+            self._count(r)
+            reply = wire.encode(r.reply())
+            auth_frame = wire.sign(None, wire.MAGIC_REPLY, bytes(wire.CLIENT_ID_BYTES), 0, time.time(), reply)
+        else:
+            try:
+                reply = self._call(auth, body)
+            except _Refused as r:
+                self._count(r)
+                reply = wire.encode(r.reply())
+            except Exception as e:  # defence in depth: no message may stop the server
+                log.exception("a request could not be answered")
+                reply = wire.encode({"ok": False, "code": "bad_request", "error": f"{type(e).__name__}: {e}"})
+            auth_frame = wire.sign(self._secret, wire.MAGIC_REPLY, auth.client, auth.seq, time.time(), reply)
+        self._sock.send_multipart([*envelope, auth_frame, *reply], copy=False)
+
+    def _receive(self) -> tuple[list, list, str | None]:
+        """One message -> (envelope, frames, why it is over the limits or None). Frames past the limits are
+        drained and dropped, ticking the watchdog as they go."""
+        frame = self._sock.recv(copy=False)
+        envelope, frames, count, total, over = [frame.bytes], [], 0, 0, False
+        while frame.more:
+            frame = self._sock.recv(copy=False)
+            if len(envelope) == 1 and not count and not len(frame):  # the empty delimiter a REQ socket adds
+                envelope.append(b"")
+                continue
+            count, total = count + 1, total + len(frame)
+            if count % TICK_EVERY_FRAMES == 0:
+                self.guard.tick()
+            over = over or count > wire.MAX_REQUEST_FRAMES or total > wire.MAX_REQUEST_BYTES
+            if not over:
+                frames.append(frame)
+        if over:
+            limits = f"{wire.MAX_REQUEST_FRAMES} frames and {wire.MAX_REQUEST_BYTES} bytes"
+            return envelope, [], f"the request has {count} frames of {total} bytes in all; the limits are {limits}"
+        return envelope, frames, None
+
+    def _authenticate(self, frames: list) -> tuple[wire.Auth, list]:
+        if len(frames) < 2:
+            raise _Refused("auth", f"a request is an auth frame, a header and arrays; got {len(frames)} frame(s)")
+        try:
+            auth = wire.parse_auth(frames[0])
         except ValueError as e:
-            self._sock.send_multipart([*envelope, *wire.encode({"ok": False, "error": f"bad message: {e}"})])
-            return
-        token = msg.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self._token):
-            self.stats["refused"] += 1
-            log.warning("refused a %r request with a wrong token", msg.get("op"))
-            reply = {"ok": False, "code": "auth", "error": "wrong token"}
-            self._sock.send_multipart([*envelope, *wire.encode(reply)])
-            return
-        client, seq = str(msg.get("client")), msg.get("seq")
-        if self._cache is not None and self._cache[:2] == (client, seq):
-            self._sock.send_multipart([*envelope, *self._cache[2]], copy=False)
-            return
+            raise _Refused("auth", f"bad auth frame: {e}") from None
+        body = frames[1:]
+        if auth.magic != wire.MAGIC_REQUEST or not wire.verify(self._secret, auth, body):
+            raise _Refused("auth", "the signature does not verify: a wrong token, or the message was altered")
+        return auth, body
+
+    def _call(self, auth: wire.Auth, body: list) -> list:
+        """An authenticated request -> reply body frames (cached per client for retries)."""
+        now = time.time()
+        skew = now - auth.timestamp
+        if not abs(skew) <= self.window_s:
+            raise _Refused(
+                "replay",
+                f"the request's timestamp is {skew:+.1f} s off the server's clock, outside the +-{self.window_s:g} s "
+                "window: a replay, or the two machines' clocks disagree (synchronise them)",
+            )
+        client = self._admit(auth, now)
+        try:
+            msg = wire.decode(body, wire.MAX_HEADER_BYTES)
+        except ValueError as e:
+            raise _Refused("bad_request", f"bad message: {e}") from None
+        call = msg.get("call")
+        if type(call) is not int or call < 1 or call < client.call:
+            raise _Refused("bad_request", f"bad message: 'call' must be an integer >= {max(1, client.call)}")
+        if call == client.call:  # a retry: answer again, do not execute again
+            return client.reply
+        self.guard.tick()  # the deadline may have passed while this request was checked
         try:
             reply = {"ok": True, **self._execute(msg)}
+        except _Refused as r:
+            self._count(r)
+            reply = r.reply()
         except WMError as e:
             reply = {"ok": False, "error": str(e)}
         except Exception as e:  # a robot failure must reach the client as one line, and the server keeps serving
-            log.exception("robot request %r failed", msg.get("op"))
+            log.exception("robot request %s failed", _short(msg.get("op")))
             reply = {"ok": False, "error": f"robot failure: {type(e).__name__}: {e}"}
-        out = wire.encode(reply)
-        self._cache = (client, seq, out)
-        self._sock.send_multipart([*envelope, *out], copy=False)
+        client.call, client.reply = call, wire.encode(reply)
+        return client.reply
+
+    def _admit(self, auth: wire.Auth, now: float) -> _Client:
+        """The client's replay state, its seq advanced; a seq not above its last one is a replay."""
+        client = self._clients.get(auth.client)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                # A forgotten client's requests must fail the time window: its last one came at `seen`, stamped
+                # at most window_s ahead of the server's clock, so it is too old once now > seen + 2 window_s.
+                horizon = now - 2 * self.window_s
+                self._clients = {k: c for k, c in self._clients.items() if c.seen >= horizon}
+            if len(self._clients) >= MAX_CLIENTS:
+                raise _Refused("limit", f"over {MAX_CLIENTS} clients in the last {2 * self.window_s:g} s; retry later")
+            client = self._clients[auth.client] = _Client()
+        if auth.seq <= client.seq:
+            raise _Refused(
+                "replay", f"seq {auth.seq} is not above this client's last, {client.seq}: a replayed request"
+            )
+        client.seq, client.seen = auth.seq, now
+        return client
+
+    def _count(self, refusal: _Refused) -> None:
+        """Count a refusal and log it, at most one warning per code and second."""
+        self.stats["refused" if refusal.code in ("auth", "replay") else "malformed"] += 1
+        now, code = time.monotonic(), refusal.code
+        if now - self._warned.get(code, -1.0) < 1.0:
+            self._unwarned[code] += 1
+            return
+        more = self._unwarned.pop(code, 0)
+        log.warning("refused a request (%s): %s%s", code, refusal.error, f" (+{more} like it)" if more else "")
+        self._warned[code] = now
 
     def _execute(self, msg: dict) -> dict:
         op, guard = msg.get("op"), self.guard
@@ -147,17 +307,48 @@ class RobotServer:
         if op == "get_observation":
             return {"obs": guard.get_observation()}
         if op == "send_action":
-            sent = guard.send_action(np.asarray(msg.get("action"), np.float32))
-            return {"sent": sent, "events": self._events(msg.get("events_seen", 0))}
+            action, seen = self._action(msg), _index(msg, "events_seen")
+            return {"sent": guard.send_action(action), "events": self._events(seen)}
         if op == "reset":
-            return {"obs": guard.reset(msg.get("options") or None)}
+            return {"obs": guard.reset(self._reset_options(msg))}
         if op == "events":
-            return {"events": self._events(msg.get("since", 0))}
+            return {"events": self._events(_index(msg, "since"))}
         if op == "bye":
             guard.hold("client_left", "the client disconnected")
             return {}
-        raise WMError(f"unknown op {op!r}")
+        raise _Refused("bad_request", f"unknown op {_short(op)}; the ops are {', '.join(OPS)}")
 
-    def _events(self, since) -> list[dict]:
-        since = since if isinstance(since, int) and since >= 0 else 0
+    def _action(self, msg: dict) -> np.ndarray:
+        action, shape = msg.get("action"), self._action_shape
+        if isinstance(action, np.ndarray) and action.dtype == np.float32 and action.shape == shape:
+            return action
+        got = f"{action.dtype} {action.shape}" if isinstance(action, np.ndarray) else type(action).__name__
+        raise _Refused("bad_request", f"send_action needs 'action': a float32 array of shape {shape}, got {got}")
+
+    def _reset_options(self, msg: dict) -> dict | None:
+        options = msg.get("options")
+        if not isinstance(options, dict) or not set(options) <= {"state", "goal"}:
+            raise _Refused("bad_request", "reset needs 'options': a dict of 'state' and/or 'goal' arrays")
+        shape = self._state_shape
+        for key, value in options.items():
+            ok = isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.ndim == 1
+            if not ok or (shape is not None and value.shape != shape) or not np.all(np.isfinite(value)):
+                shape = "(S,)" if shape is None else shape
+                raise _Refused("bad_request", f"reset option {key!r} must be a finite float array of shape {shape}")
+        return options or None
+
+    def _events(self, since: int) -> list[dict]:
         return [e.to_json() for e in self.guard.events[since:]]
+
+
+def _index(msg: dict, key: str) -> int:
+    value = msg.get(key)
+    if type(value) is not int or value < 0:
+        raise _Refused("bad_request", f"{msg.get('op')} needs {key!r}: an integer >= 0, got {_short(value)}")
+    return value
+
+
+def _short(value) -> str:
+    """A repr cut to one short line (for echoing what a client sent)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -16,13 +16,9 @@ from wm.errors import WMError
 
 
 class SimRobot:
-    """A built-in env (`wm/PointMaze-v0`, `wm/Wall-v0`, `wm/PushT-v0`) as a robot."""
+    """Any env with state hooks (a built-in, a gymnasium id, `module:factory` or an entry point) as a robot."""
 
     def __init__(self, env_id: str, image_size: int = 64, seed: int = 0):
-        from envs.registry import is_builtin
-
-        if not is_builtin(env_id):
-            raise WMError(f"the simulated robot needs a built-in env (see `wm envs`), not {env_id!r}")
         self.name = f"sim:{env_id}"
         self.env_id, self.image_size, self.seed = env_id, image_size, seed
         self.env = None
@@ -60,10 +56,16 @@ class SimRobot:
         return Feature(space.shape, "float32", tuple(space.low.tolist()), tuple(space.high.tolist()))
 
     def connect(self) -> None:
-        from envs.registry import make_env
+        from envs.registry import make_env, require_state_hooks
 
         if self.env is None:
-            self.env = make_env(self.env_id, self.image_size).unwrapped  # no TimeLimit: a robot runs on
+            env = make_env(self.env_id, self.image_size).unwrapped  # no TimeLimit: a robot runs on
+            try:
+                require_state_hooks(env, self.env_id, "the simulated robot")  # validation resets to goal states
+            except WMError:
+                env.close()
+                raise
+            self.env = env
             self._obs, self._info = self.env.reset(seed=self.seed)
             self.last_command = np.zeros(self.env.action_dim, np.float32)
 
@@ -84,7 +86,7 @@ class SimRobot:
             "rgb": self._obs["rgb"],
             "proprio": self._obs["proprio"],
             "sim_success": np.bool_(self._info["success"]),
-            "sim_distance": np.float32(self._info["distance"]),
+            "sim_distance": np.float32(self._info.get("distance", np.nan)),  # NaN: no goal (or no distance hook)
             "sim_state": self._info["state"],
         }
 

@@ -8,6 +8,8 @@ the default 3 (15 env steps) was chosen on tuning goals: on PointMaze goals 25 s
 cloned with goals 1..3 blocks ahead reached 91%, with 1..5 69% and with 1..8 40% (Wall: 1..2 best, 84%).
 Training is the shared loop (`wm.train`): progress bar, validation loss, checkpoints with exact resume; overrides
 are policy settings (`width=512`, `history=2`, `act_steps=8`) and training settings (`lr=3e-4`, `batch_size=256`).
+The world model's latents and the policy's training live on `--device`; `--world-model` may be a `wm train --out`
+folder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class BCConfig:
     steps: int = 4000
     goal_blocks: int = 3  # hindsight goals 1..goal_blocks world-model blocks ahead (see the module docstring)
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:K]
     overrides: list = field(default_factory=list)  # key=value policy / training settings
 
 
@@ -47,13 +50,16 @@ def demo_split(expert: np.ndarray, demos: int | None, seed: int) -> tuple[np.nda
 
 
 def run_bc(cfg: BCConfig) -> dict:
-    from envs.registry import is_builtin, make_env
+    import torch
+
+    from envs.registry import proprio_velocity_dims
     from policies.bc import HindsightBlocks
     from policies.checkpoint import build_policy, world_model_record
     from policies.protocol import PolicyConfig
     from wm.data.collection import episodes_collected_with
     from wm.data.latent_frames import EpisodeLatents
     from wm.data.store import EpisodeStore
+    from wm.device import resolve_device
     from wm.models.checkpoint import load_checkpoint
     from wm.run_config import parse_overrides
     from wm.train import TrainConfig, Trainer
@@ -62,7 +68,8 @@ def run_bc(cfg: BCConfig) -> dict:
         raise WMError(f"--policy must be gaussian or diffusion, got {cfg.policy!r}")
     if cfg.demos is not None and cfg.demos < 1:
         raise WMError(f"--demos must be at least 1, got {cfg.demos}")
-    model, wm_config = load_checkpoint(cfg.world_model)
+    device = resolve_device(cfg.device)
+    model, wm_config = load_checkpoint(cfg.world_model, device)
     overrides = parse_overrides(list(cfg.overrides))
     policy_names = {f.name for f in fields(PolicyConfig)} - {"kind"}
     train_names = {f.name for f in fields(TrainConfig)}
@@ -83,7 +90,7 @@ def run_bc(cfg: BCConfig) -> dict:
         raise WMError(f"{cfg.data} has no expert episodes to clone; collect some with `wm collect --policy expert`")
     train_eps, val_eps = demo_split(expert, cfg.demos, cfg.seed)
     env_id = spec["env"]["id"]
-    velocity_dims = tuple(make_env(env_id).unwrapped.proprio_velocity_dims) if is_builtin(env_id) else ()
+    velocity_dims = proprio_velocity_dims(env_id)
     policy_cfg = PolicyConfig.for_world_model(
         model.spec, spec["action"]["low"], spec["action"]["high"], kind=cfg.policy,
         **{k: v for k, v in overrides.items() if k in policy_names},
@@ -114,8 +121,9 @@ def run_bc(cfg: BCConfig) -> dict:
         },
         "bc": {"policy": cfg.policy, "demos_requested": cfg.demos, "overrides": list(cfg.overrides)},
     }
+    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
     trainer = Trainer(build_policy(policy_cfg.to_dict()), train_ds, val_ds, train_cfg, cfg.out, run_config,
-                      final="policy", identity="policy")  # fmt: skip
+                      final="policy", identity="policy", device=device)  # fmt: skip
     if trainer.resume():
         print(f"resuming {cfg.out} from step {trainer.step}")
     summary = trainer.fit()

@@ -79,15 +79,20 @@ def _add_mpc_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
 
 
+def _add_device_flag(p: argparse.ArgumentParser) -> None:
+    """`--device`: where the models run (`wm.device.resolve_device` checks it)."""
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:K")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wm", description="wm-engine: world models, planning and imagination from offline data.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sub.add_parser("envs", help="list the built-in environments")
+    sub.add_parser("envs", help="list the built-in environments and wm.envs entry points")
 
     p = sub.add_parser("collect", help="collect episodes from an env into an episode store")
-    p.add_argument("--env", required=True, help="env id: a built-in (see `wm envs`) or any gymnasium id")
+    p.add_argument("--env", required=True, help="env id (`wm envs`), pkg.module:factory or a gymnasium id")
     p.add_argument("--episodes", required=True, type=_positive_int, help="number of episodes to add")
     p.add_argument("--out", required=True, help="store path (created, or appended to if it has the same spec)")
     p.add_argument(
@@ -100,11 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1), help="parallel envs")
     p.add_argument("--steps", type=_positive_int, default=None, help="steps per episode (default: the env's)")
     p.add_argument("--image-size", type=_positive_int, default=64, help="square image size in pixels")
+    p.add_argument(
+        "--durable", action="store_true", help="fsync every episode before committing it (survives power loss)"
+    )
+
+    p = sub.add_parser("import", help="import a LeRobot, Minari or diffusion_policy zarr dataset into a new store")
+    p.add_argument("format", choices=("lerobot", "minari", "zarr"), help="source format")
+    p.add_argument("src", help="dataset directory (zarr: also a .zarr.zip; minari: also a local dataset id)")
+    p.add_argument("--out", required=True, help="new store path (never overwritten)")
+    p.add_argument("--camera", "--rgb-key", dest="rgb_key", help="image feature / key (default: auto-detect)")
+    p.add_argument("--proprio-key", help="state feature / key (default: auto-detect)")
+    p.add_argument("--action-key", help="action feature / key (default: action)")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="square image size in pixels")
+
+    p = sub.add_parser("export", help="write an episode store as another project's dataset")
+    p.add_argument("format", choices=("lerobot",), help="target format (LeRobot v3.0)")
+    p.add_argument("store", help="episode store path")
+    p.add_argument("--out", required=True, help="new dataset directory (never overwritten)")
 
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path", help="store path")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--check", action="store_true", help="decode every chunk to verify the data")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="first remove what an interrupted write left (a damaged index: keep the episodes before the damage)",
+    )
 
     p = sub.add_parser("train", help="train a world model on an episode store")
     p.add_argument("--data", required=True, help="episode store path")
@@ -118,20 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=1e-3 predictor.depth=4")
 
     p = sub.add_parser("eval-model", help="open-loop error, PSNR and SSIM vs copy-last on held-out episodes (JSON)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/model)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or `wm train --out` folder")
     p.add_argument("--data", required=True, help="episode store of the same env")
     p.add_argument("--horizon", type=_positive_int, default=5, help="imagined steps (each frameskip env steps)")
     p.add_argument("--windows", type=_positive_int, default=512, help="held-out windows to evaluate")
+    _add_device_flag(p)
 
     p = sub.add_parser("imagine", help="video of an episode: real frames | imagined frames")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or `wm train --out` folder")
     p.add_argument("--data", required=True, help="episode store")
     p.add_argument("--episode", type=_seed, default=0, help="episode index")
     p.add_argument("--out", required=True, help="output .mp4 file (must not exist)")
+    _add_device_flag(p)
 
     p = sub.add_parser("plan", help="MPC from goal images with a world model; success judged by the env")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--env", required=True, help="built-in env id the checkpoint was trained on")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or `wm train --out` folder")
+    p.add_argument("--env", required=True, help="env id the checkpoint was trained on")
     p.add_argument("--episodes", type=_positive_int, default=50, help="goals to reach (planned in one batch)")
     p.add_argument("--goal-source", default="dataset", choices=("dataset", "random"))
     p.add_argument("--budget", type=_positive_int, default=50, help="env steps per episode")
@@ -146,21 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="zero the goal's proprio velocities (arrive and stay) or keep the goal frame's",
     )
     p.add_argument("--seed", type=_seed, default=0)
+    _add_device_flag(p)
 
     p = sub.add_parser("bc", help="goal-conditioned behaviour cloning of a policy on a world model's latents")
     p.add_argument("--data", required=True, help="store with expert episodes (`wm collect --policy expert`)")
-    p.add_argument("--world-model", required=True, help="world model checkpoint whose latents the policy reads")
+    p.add_argument("--world-model", required=True, help="world model (checkpoint or `wm train --out` folder) to read")
     p.add_argument("--policy", required=True, choices=("gaussian", "diffusion"), help="policy kind")
     p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
     p.add_argument("--demos", type=_positive_int, default=None, help="keep only this many expert episodes")
     p.add_argument("--steps", type=_positive_int, default=4000, help="optimisation steps")
     p.add_argument("--goal-blocks", type=_positive_int, default=3, help="hindsight goals 1..K blocks ahead")
     p.add_argument("--seed", type=_seed, default=0)
+    _add_device_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. width=512 lr=3e-4")
 
     p = sub.add_parser("eval-policy", help="a policy toward goal images in the real env (and in imagination)")
-    p.add_argument("--policy", required=True, help="policy checkpoint (e.g. RUN/policy)")
-    p.add_argument("--env", required=True, help="built-in env id the policy's world model was trained on")
+    p.add_argument("--policy", required=True, help="policy checkpoint or `wm bc`/`wm refine` --out folder")
+    p.add_argument("--env", required=True, help="env id the policy's world model was trained on")
     p.add_argument("--episodes", type=_positive_int, default=100, help="goals to reach (run in one batch)")
     p.add_argument("--budget", type=_positive_int, default=50, help="env steps per episode")
     p.add_argument("--goal-offset", type=_positive_int, default=25, help="env steps from start to goal")
@@ -173,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="results directory (default runs/eval-policy/<timestamp>)")
     p.add_argument("--seed", type=_seed, default=0)
+    _add_device_flag(p)
 
     p = sub.add_parser("refine", help="refine a BC policy inside its frozen world model (PPO or DSRL), no real steps")
     p.add_argument(
@@ -187,15 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="store whose held-out episodes give those goals (default: the training store)")
     p.add_argument("--eval-episodes", type=_positive_int, default=100)
     p.add_argument("--seed", type=_seed, default=0)
+    _add_device_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_envs=128 anchor=0.1")
 
-    p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP)")
+    p = sub.add_parser("robot", help="robot executor tools (serve a simulated robot over TCP, make Curve keys)")
     robot_sub = p.add_subparsers(dest="robot_command", metavar="ACTION", parser_class=_Parser, required=True)
-    p = robot_sub.add_parser("serve", help="serve a built-in env as a robot behind the safety guard")
-    p.add_argument("--env", required=True, help="built-in env id (see `wm envs`)")
+    p = robot_sub.add_parser("serve", help="serve an env (with state hooks) as a robot behind the safety guard")
+    p.add_argument("--env", required=True, help="env id with state hooks (`wm envs`; or pkg.module:factory)")
     p.add_argument("--port", type=_seed, default=5555, help="TCP port (0: any free port, printed at start)")
-    p.add_argument("--token", default="", help="shared secret clients must send (or set WM_ROBOT_TOKEN)")
+    p.add_argument("--token", default="", help="shared secret requests are signed with (or set WM_ROBOT_TOKEN)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--curve-key", default=None, help="encrypt with CurveZMQ: DIR/secret.key from `wm robot keygen`")
+    p.add_argument("--insecure", action="store_true", help="allow a --host beyond loopback without --curve-key")
     p.add_argument("--image-size", type=_positive_int, default=64, help="square image size in pixels")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--watchdog", type=float, default=1.0, help="seconds without a new action before holding")
@@ -205,10 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace-high", default=None, help="comma-separated upper bounds on proprio[:k]")
     p.add_argument("--stop-file", default=None, help="e-stop when this file appears")
     p.add_argument("--estop-key", action="store_true", help="e-stop on `s` + Enter on stdin")
+    p = robot_sub.add_parser("keygen", help="make a CurveZMQ key pair for `wm robot serve --curve-key`")
+    p.add_argument("--out", required=True, help="directory for public.key and secret.key (never overwritten)")
 
     p = sub.add_parser("validate", help="run a controller on a robot over TCP and record every episode")
     p.add_argument("--robot", required=True, help="robot server address tcp://HOST:PORT")
     p.add_argument("--token", default="", help="the server's shared secret (or set WM_ROBOT_TOKEN)")
+    p.add_argument("--server-key", default=None, help="the server's Curve public key file, if it encrypts")
     p.add_argument("--controller", required=True, choices=("mpc", "policy", "random"))
     p.add_argument("--checkpoint", help="world model checkpoint (mpc, the latent judge; policy: its own by default)")
     p.add_argument("--policy", help="policy checkpoint for --controller policy (made by `wm bc`)")
@@ -218,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goals", help=".npz of goal rgb (G, H, W, 3), proprio (G, P) [, start, goal states]")
     p.add_argument("--goal-store", help="store whose held-out episodes give the goals (default: the checkpoint's)")
     p.add_argument("--goal-offset", type=_positive_int, default=25, help="steps from start to goal (goal store)")
-    p.add_argument("--judge", choices=("latent", "operator"), help="default: latent with a checkpoint")
+    p.add_argument(
+        "--judge",
+        choices=("latent", "sim", "operator"),
+        help="default: latent with a checkpoint, else sim on a simulated robot, else operator",
+    )
     p.add_argument("--threshold", type=float, default=1.0, help="latent judge: success below this distance")
     p.add_argument("--hz", type=float, default=None, help="control rate (default: the robot's)")
     p.add_argument("--async-plan", action="store_true", help="plan the next chunk while the current one runs")
@@ -226,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mpc_flags(p)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per robot request before retrying")
     p.add_argument("--seed", type=_seed, default=0)
+    _add_device_flag(p)
 
     p = sub.add_parser("demo", help="run the main job end to end on a built-in env and report")
     p.add_argument("--env", default="wm/PointMaze-v0", help="built-in env id")
@@ -240,25 +283,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "envs":
-        from envs.registry import list_builtin
+        from envs.registry import list_builtin, list_entry_points
 
         for row in list_builtin():
             print(
                 f"{row['id']:<18} action {row['action_dim']}  proprio {row['proprio_dim']}  "
                 f"{row['episode_steps']} steps  {row['description']}"
             )
-        print("any other installed gymnasium id that renders rgb_array also works (through the image adapter)")
+        for row in list_entry_points():
+            print(f"{row['id']:<18} entry point (wm.envs) -> {row['factory']}")
+        print("also: --env package.module:factory (a callable returning an env, given image_size= if it takes it), "
+              "or any installed gymnasium id that renders rgb_array (through the image adapter)")  # fmt: skip
     elif args.command == "collect":
         from wm.data.collection import CollectConfig, run_collect
 
         summary = run_collect(_config_from_args(CollectConfig, args))
         print(json.dumps(summary, indent=2))
         print(f"next: wm info {summary['store']}")
-    elif args.command == "info":
-        from wm.app.info import dump_json, print_info
-        from wm.data.summary import summarize
+    elif args.command == "import":
+        from wm.app.import_data import ImportConfig, run_import
 
-        summary = summarize(args.path, check=args.check)
+        summary = run_import(_config_from_args(ImportConfig, args))
+        print(json.dumps(summary, indent=2))
+        print(f"next: wm info {summary['store']}")
+    elif args.command == "export":
+        from wm.app.import_data import run_export
+
+        print(json.dumps(run_export(args.store, args.out), indent=2))
+    elif args.command == "info":
+        from wm.app.info import dump_json, print_info, store_info
+
+        summary = store_info(args.path, check=args.check, repair_first=args.repair)
         (dump_json if args.json else print_info)(summary)
     elif args.command == "train":
         from wm.app.train import run_train
@@ -271,11 +326,13 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "eval-model":
         from wm.evaluation.open_loop import evaluate
 
-        print(json.dumps(evaluate(args.checkpoint, args.data, args.horizon, args.windows), indent=2))
+        report = evaluate(args.checkpoint, args.data, args.horizon, args.windows, device=args.device)
+        print(json.dumps(report, indent=2))
     elif args.command == "imagine":
         from wm.evaluation.open_loop import imagine_episode
 
-        print(json.dumps(imagine_episode(args.checkpoint, args.data, args.episode, args.out), indent=2))
+        report = imagine_episode(args.checkpoint, args.data, args.episode, args.out, device=args.device)
+        print(json.dumps(report, indent=2))
     elif args.command == "plan":
         from wm.app.plan import PlanConfig, run_plan
 
@@ -305,6 +362,10 @@ def _run(args: argparse.Namespace) -> None:
         summary = run_refine(_config_from_args(RefineRunConfig, args))
         print(json.dumps(summary, indent=2))
         print(f"next: wm eval-policy --policy {summary['policy']} --env ENV --imagined")
+    elif args.command == "robot" and args.robot_command == "keygen":
+        from wm.app.robot import run_keygen
+
+        run_keygen(args.out)
     elif args.command == "robot":
         from wm.app.robot import ServeConfig, run_serve
 

@@ -7,7 +7,8 @@ with zero actions (the trivial baseline) and, with `--imagined`, inside the worl
 real history before the start, the same goal, the same number of blocks, the success head as the judge): the gap
 between imagined and real success says how far to trust refinement in imagination. Writes `results.json`
 (success rates with 95% Wilson intervals, distances, per-episode outcomes, config), videos (real | imagined |
-goal) and `summary.png` (`policies.evaluation`).
+goal) and `summary.png` (`policies.evaluation`). The policy and its world model run on `--device`; `--policy` (and
+`--world-model`) may be the `wm bc` / `wm refine --out` (`wm train --out`) folder.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ class EvalPolicyConfig:
     goal_velocity: str = "rest"
     seed: int = 0
     videos: int = 4
+    device: str = "auto"  # auto | cpu | cuda[:K]
 
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict:
     from policies.checkpoint import load_policy
     from policies.evaluation import evaluate_policy, held_out_problems, write_report
+    from wm.device import resolve_device
 
-    policy, config, model, wm_config = load_policy(cfg.policy, cfg.world_model)
+    policy, config, model, wm_config = load_policy(cfg.policy, cfg.world_model, resolve_device(cfg.device))
     if cfg.imagined and model.success_mode is None:
         raise WMError("--imagined needs a world model with a success head to judge imagined episodes")
     out = require_empty_dir(cfg.out, "results")

@@ -1,8 +1,36 @@
-"""`wm info`: print the summary of an episode store (`wm.data.summary`) as text or JSON."""
+"""`wm info`: print the summary of an episode store (`wm.data.summary`) as text or JSON; `--repair` first removes
+what an interrupted write left (and cuts a damaged index back to the episodes before the damage)."""
 
 from __future__ import annotations
 
 import json
+
+from wm.data.store import EpisodeStore
+from wm.data.summary import summarize
+
+
+def repair(path) -> str:
+    """Open the store at `path` as a writer that also repairs a damaged index; returns what was removed."""
+    with EpisodeStore.open(path, mode="a", repair=True) as store:
+        rows, dropped = store.repaired_rows, store.dropped_episodes
+    done = [f"removed {rows} frame(s) past the last intact episode"] if rows else []
+    done += [f"dropped {dropped} episode(s) after a damaged index"] if dropped else []
+    return "; ".join(done) or "nothing to repair"
+
+
+def store_info(path, check: bool = False, repair_first: bool = False) -> dict:
+    """The summary of the store at `path` (`wm.data.summary.summarize`), after `repair` if `repair_first`."""
+    repaired = repair(path) if repair_first else None
+    summary = summarize(path, check=check)
+    uncommitted = EpisodeStore.open(path).uncommitted_rows
+    if repaired:
+        summary["repaired"] = repaired
+    elif uncommitted:
+        summary["uncommitted"] = (
+            f"{uncommitted} trailing frame(s) of an interrupted write, not read; "
+            f"`wm info --repair {path}` (or the next writer) removes them"
+        )
+    return summary
 
 
 def print_info(summary: dict) -> None:
@@ -27,6 +55,8 @@ def print_info(summary: dict) -> None:
         lines.append(f"collected    {c['episodes_written']} episodes, policy={c['policy']}, seed={c['seed']}")
     if "repaired" in summary:
         lines.append(f"repaired     {summary['repaired']}")
+    if "uncommitted" in summary:
+        lines.append(f"uncommitted  {summary['uncommitted']}")
     if "check" in summary:
         lines.append(f"check        {summary['check']}")
     print("\n".join(lines))

@@ -8,10 +8,13 @@ Goal velocity (`--goal-velocity`): a goal image shows where the agent should be,
 by default the goal's proprio velocities (the env's `proprio_velocity_dims`) are set to zero: the planner is asked
 to arrive and stay. `observed` keeps the velocity recorded at the goal frame (DINO-WM's goals), which asks the agent
 to pass through the goal at that speed rather than stop there.
-All episodes run in one batch: one planner call plans for every episode at once. The controller sees only
-observations and the goal observation; after exactly `--budget` env steps the env judges success. Writes
-`results.json` (success rate with a 95% Wilson interval, final distances, replan latency p50/p95, config),
-videos of the first episodes (real | imagined plan | goal) and a plot of success and latency.
+All episodes run in one batch: one planner call plans for every episode at once. The controller sees only observations
+and the goal observation; after exactly `--budget` env steps the env judges success. Any env with state hooks works
+(built-in, `module:factory`, entry point, gymnasium MuJoCo id); one without a success test (`GymImageAdapter` without
+`is_success`) gets goal distances only, and `results.json` says success was not judged. Writes `results.json` (success
+rate with a 95% Wilson interval, final distances, replan latency p50/p95, config), videos of the first episodes (real |
+imagined plan | goal) and a plot of success and latency. The model and the planner run on `--device` (auto: CUDA when
+there is one); `--checkpoint` is a checkpoint or a `wm train --out` folder.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class PlanConfig:
     seed: int = 0
     goal_velocity: str = "rest"  # "rest": zero the goal's proprio velocities; "observed": keep them
     videos: int = 4
+    device: str = "auto"  # auto | cpu | cuda[:K]
     mpc: MPCConfig = field(default_factory=MPCConfig)
 
     def to_json(self) -> dict:
@@ -55,16 +59,16 @@ class PlanConfig:
 
 
 def run_plan(cfg: PlanConfig) -> dict:
-    from envs.registry import is_builtin, make_env
+    from envs.registry import make_env, require_state_hooks
+    from wm.device import resolve_device
     from wm.models.checkpoint import load_checkpoint
 
-    if not is_builtin(cfg.env):
-        raise WMError(f"`wm plan` needs a built-in env with exact state resets; {cfg.env!r} is not one")
     if cfg.goal_source not in ("dataset", "random"):
         raise WMError(f"--goal-source must be dataset or random, got {cfg.goal_source!r}")
     if cfg.goal_velocity not in ("rest", "observed"):
         raise WMError(f"--goal-velocity must be rest or observed, got {cfg.goal_velocity!r}")
-    model, config = load_checkpoint(cfg.checkpoint)
+    device = resolve_device(cfg.device)
+    model, config = load_checkpoint(cfg.checkpoint, device)
     trained_on = config["data"]["spec"]["env"]["id"]
     if trained_on != cfg.env:
         raise WMError(f"the checkpoint was trained on {trained_on}, not {cfg.env}; pass --env {trained_on}")
@@ -72,12 +76,15 @@ def run_plan(cfg: PlanConfig) -> dict:
     require_empty_dir(out, "results")
     torch.manual_seed(cfg.seed)
     envs = [make_env(cfg.env, model.spec["image_size"], cfg.budget + 1).unwrapped for _ in range(cfg.episodes)]
+    require_state_hooks(envs[0], cfg.env, "`wm plan`")
+    if cfg.goal_source == "random" and not hasattr(envs[0], "sample_goal"):
+        raise WMError(f"{cfg.env!r} cannot draw random goals (no sample_goal); use --goal-source dataset")
     rng = np.random.default_rng(cfg.seed)
     if cfg.goal_source == "dataset":
         pairs = dataset_goals(cfg.data or config["data"]["store"], config, cfg.episodes, cfg.goal_offset, rng)
     else:
         pairs = random_goals(envs[0], cfg.episodes, rng)
-    controller = build_mpc(model, cfg.mpc, seed=cfg.seed)
+    controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=device)
     out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
     started = time.time()
     outcome = run_goal_episodes(
@@ -96,25 +103,29 @@ def run_plan(cfg: PlanConfig) -> dict:
         "env": cfg.env,
         "planner": cfg.mpc.planner,
         "episodes": cfg.episodes,
-        "success_rate": float(success.mean()),
-        "success_95ci": [round(lo, 3), round(hi, 3)],
+        "success_rate": float(success.mean()) if outcome.judged else None,
+        "success_95ci": [round(lo, 3), round(hi, 3)] if outcome.judged else None,
+        "success_judged": outcome.judged,
         "final_distance": {"mean": float(distance.mean()), "median": float(np.median(distance))},
         "replan_latency_s": percentiles(lat),
         "problems_per_replan": cfg.episodes,
         "seconds": round(time.time() - started, 1),
         "per_episode": [
-            {"success": bool(s), "distance": float(d), **p["source"]}
+            {"success": bool(s) if outcome.judged else None, "distance": float(d), **p["source"]}
             for s, d, p in zip(success, distance, pairs, strict=True)
         ],
         "config": cfg.to_json(),
         "checkpoint_step": config.get("step"),
     }
+    if not outcome.judged:
+        results["note"] = f"{cfg.env} has no is_success hook: success was not judged; see final_distance"
     (out / "results.json").write_text(json.dumps(results, indent=2))
     n_vid = len(outcome.real_frames)
     write_episode_videos(
         out, outcome.real_frames, outcome.imagined_frames, [p["goal_obs"]["rgb"] for p in pairs[:n_vid]]
     )
-    summary_figure(out / "summary.png", {"success": (success, "tab:green")}, lat * 1000, latency_label="replan (ms)")
+    label = "success" if outcome.judged else "success (not judged)"
+    summary_figure(out / "summary.png", {label: (success, "tab:green")}, lat * 1000, latency_label="replan (ms)")
     for env in envs:
         env.close()
     return results

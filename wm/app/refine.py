@@ -8,7 +8,8 @@ rollout), `curve.png`, and `policy/`: a normal policy checkpoint that `wm eval-p
 policy` and the robot loop take unchanged; its config records the BC policy, the world model, the algorithm and
 the imagined steps. With `--eval-env`, the BC and the refined policy then run on the same held-out goals in the
 real env (`eval/bc`, `eval/refined`): counted apart, never fed back. Overrides are `RefineConfig` fields
-(`num_envs=128`, `horizon=10`, `anchor=0.1`, `lr=3e-5`).
+(`num_envs=128`, `horizon=10`, `anchor=0.1`, `lr=3e-5`). Imagination, PPO and the evaluation run on `--device`;
+`--policy` (and `--world-model`) may be a `wm bc --out` (`wm train --out`) folder.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class RefineRunConfig:
     eval_data: str | None = None  # held-out goals for --eval-env (default: the world model's training store)
     eval_episodes: int = 100
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:K]
     overrides: list = field(default_factory=list)
 
 
@@ -56,12 +58,13 @@ def plot_curve(out: Path, log: list[dict], real: dict | None) -> None:
 
 
 def run_refine(cfg: RefineRunConfig) -> dict:
-    from envs.registry import is_builtin, make_env
+    from envs.registry import proprio_velocity_dims
     from policies.checkpoint import load_policy, weights_sha256
     from policies.refine import RefineConfig, refine
     from wm.data.store import EpisodeStore
+    from wm.device import resolve_device
     from wm.imagine import StoreStarts
-    from wm.models.checkpoint import save_checkpoint
+    from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
     from wm.run_config import parse_overrides
 
     overrides = parse_overrides(list(cfg.overrides))
@@ -73,7 +76,8 @@ def run_refine(cfg: RefineRunConfig) -> dict:
         refine_cfg = RefineConfig(algo=cfg.algo, imagined_steps=cfg.imagined_steps, seed=cfg.seed, **overrides)
     except TypeError as e:
         raise WMError(f"bad refinement setting: {e}") from None
-    policy, config, model, wm_config = load_policy(cfg.policy, cfg.world_model)
+    policy_path = resolve_checkpoint(cfg.policy, "policy")
+    policy, config, model, wm_config = load_policy(policy_path, cfg.world_model, resolve_device(cfg.device))
     if model.success_mode is None:
         raise WMError("the world model has no success head, which is the reward of refinement; train one with "
                       "`wm train --init CK success_head=true only=success`")  # fmt: skip
@@ -85,13 +89,13 @@ def run_refine(cfg: RefineRunConfig) -> dict:
             raise WMError(f"{store} holds other data than the world model was trained on; pass a store of its env")
         training_store = s.root.resolve() == Path(wm_config["data"]["store"]).resolve()
     env_id = wm_config["data"]["spec"]["env"]["id"]
-    velocity_dims = tuple(make_env(env_id).unwrapped.proprio_velocity_dims) if is_builtin(env_id) else ()
+    velocity_dims = proprio_velocity_dims(env_id)
     episodes = wm_config["data"]["train_episodes"] if training_store else None  # its held-out episodes stay out
     starts = StoreStarts(model, store, episodes=episodes, goal_blocks=refine_cfg.goal_blocks,
                          velocity_dims=velocity_dims)  # fmt: skip
     out = Path(cfg.out)
     run_config = {
-        "bc_policy": {"path": str(cfg.policy), "sha256": weights_sha256(cfg.policy), "kind": policy.cfg.kind},
+        "bc_policy": {"path": str(policy_path), "sha256": weights_sha256(policy_path), "kind": policy.cfg.kind},
         "world_model": config["world_model"],
     }
     refined, steps, seconds = refine(policy, model, starts, refine_cfg, out, run_config)

@@ -3,7 +3,9 @@
 Prints the address it serves at, then answers requests until Ctrl-C / SIGTERM (the robot holds, then the server
 stops) or an e-stop: SIGUSR1, the `--stop-file` appearing, or `s` + Enter on stdin with `--estop-key` (the robot
 holds and is disconnected; the command exits with a one-line error). Ends with a summary of requests and safety
-events. The token may come from `--token` or the WM_ROBOT_TOKEN environment variable (kept out of `ps`).
+events. The token may come from `--token` or the WM_ROBOT_TOKEN environment variable (kept out of `ps`); requests
+are signed with it, it never travels. `--curve-key DIR/secret.key` (from `wm robot keygen --out DIR`) encrypts the
+link with CurveZMQ; a `--host` beyond loopback needs it, or `--insecure`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class ServeConfig:
     port: int = 5555
     token: str = ""
     host: str = "127.0.0.1"
+    curve_key: str | None = None  # the server's secret key file (wm robot keygen)
+    insecure: bool = False  # allow a host beyond loopback without curve_key
     image_size: int = 64
     seed: int = 0
     watchdog: float = 1.0  # seconds without a new action (or a fresh observation) before the robot holds
@@ -69,22 +73,25 @@ def run_serve(cfg: ServeConfig) -> dict:
     """Serve until stopped; returns the summary (requests, refused, safety events by reason)."""
     from envs.robot.estop import EStop
     from envs.robot.guard import SafetyGuard
+    from envs.robot.keys import is_loopback, load_secret_key
     from envs.robot.server import RobotServer
     from envs.robot.sim import SimRobot
 
     token = cfg.token or os.environ.get("WM_ROBOT_TOKEN", "")
     if not 0 <= cfg.port <= 65535:
         raise WMError(f"--port must be in [0, 65535] (0: any free port), got {cfg.port}")
+    curve = load_secret_key(cfg.curve_key) if cfg.curve_key else None
     estop = EStop(signals=(signal.SIGUSR1,), stop_file=cfg.stop_file, key=cfg.estop_key)
     guard = SafetyGuard(SimRobot(cfg.env, cfg.image_size, cfg.seed), cfg.guard_config(), estop)
-    server = RobotServer(guard, token, cfg.host, cfg.port)
+    server = RobotServer(guard, token, cfg.host, cfg.port, curve_secret_key=curve, insecure=cfg.insecure)
     address = server.bind()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     estop.install()
-    exposed = "" if cfg.host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines)"
+    exposed = "" if is_loopback(cfg.host) else " (reachable from other machines)"
+    link = "unencrypted" if curve is None else f"CurveZMQ, server key {server.public_key.decode()}"
     print(
-        f"serving {cfg.env} at {address}{exposed}; watchdog {cfg.watchdog} s; Ctrl-C stops, "
+        f"serving {cfg.env} at {address}{exposed} ({link}); watchdog {cfg.watchdog} s; Ctrl-C stops, "
         f"SIGUSR1{', ' + cfg.stop_file if cfg.stop_file else ''}{', s+Enter' if cfg.estop_key else ''} e-stops",
         flush=True,
     )
@@ -101,3 +108,12 @@ def run_serve(cfg: ServeConfig) -> dict:
             f"e-stopped ({guard.stopped}): the robot held and was disconnected; clear the cause and serve again"
         )
     return summary
+
+
+def run_keygen(out: str) -> None:
+    """`wm robot keygen --out DIR`: write a new Curve key pair and say where each half goes."""
+    from envs.robot.keys import keygen
+
+    public, secret = keygen(out)
+    print(f"wrote {secret} (mode 0600: keep it on the robot machine, `wm robot serve --curve-key {secret}`)")
+    print(f"wrote {public} (give it to clients: `wm validate --server-key {public}`)")

@@ -7,9 +7,13 @@ Overrides are `key=value` pairs: training fields (`lr=1e-3`, `batch_size=16`, `b
 Values are parsed as JSON where possible (`true`, `3`, `1e-3`), else taken as strings.
 
 `--init CHECKPOINT` fine-tunes: the model (architecture, weights and the normalisation of its original data) comes
-from the checkpoint, and only training and data settings may be given. The usual use: append new episodes (more
+from the checkpoint (or the final checkpoint of a `wm train --out` folder), and only training and data settings may
+be given. The usual use: append new episodes (more
 data, another behaviour policy) to a store with the checkpoint's spec and go on training from it, without starting
 over.
+
+A DINO model's checkpoint holds its frozen encoder's tensors with the rest (and the hash of the weights they came
+from), so it loads offline, without `--encoder-weights` or timm's hub.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
+
 from wm.data.store import EpisodeStore
 from wm.data.training_set import fill_from_store, success_training_data, window_datasets
 from wm.data.windows import WindowConfig, normalization_stats, split_episodes
 from wm.errors import WMError
+from wm.models.checkpoint import resolve_checkpoint
 from wm.models.registry import FAMILIES
 from wm.run_config import init_from, parse_overrides, split_config
 from wm.train import Trainer
@@ -46,6 +53,7 @@ def run_train(
     model_cfg, train_cfg, data_cfg = split_config(kind, parsed)
     init_model = init_config = None
     if init is not None:
+        init = resolve_checkpoint(init, "model")
         model_cfg, init_model, init_config = init_from(init, kind, parsed)
     with EpisodeStore.open(data) as store:
         spec = store.spec
@@ -66,6 +74,7 @@ def run_train(
         success_keys, wrap = success_training_data(store, model_cfg, visual_key)  # what a success head learns from
         keys += success_keys
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
+    torch.manual_seed(train_cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
     model = FAMILIES[kind].build(model_cfg.to_dict()) if init_model is None else init_model.train()
     encoder = getattr(model, "encoder", None)
     train_ds, val_ds = window_datasets(data, keys, window, train_eps, val_eps, encoder=encoder, wrap=wrap)

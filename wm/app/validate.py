@@ -3,9 +3,10 @@
 Goals come from `--goals F.npz` (rgb, proprio and optional start/goal states, e.g. recorded on the robot) or from
 the held-out episodes of a store (`--goal-store`, default the checkpoint's training store). Controllers: `mpc`
 (the checkpoint's world model, planning as `wm plan` does), `policy` (a `wm bc` policy on its world model's
-latents) or `random` (the trivial baseline). Judges: `latent`
-(goal distance under the checkpoint's encoder) or `operator` (y/n on stdin). What a run records, and where, is in
-`wm.validation.session`.
+latents) or `random` (the trivial baseline). Judges (`wm.validation.judges`): `latent` (goal distance under the
+checkpoint's encoder), `sim` (a simulated robot's own success test, reported with every observation) or `operator`
+(y/n on stdin); by default `latent` with a checkpoint, else `sim` on a simulated robot, else `operator`. What a run
+records, and where, is in `wm.validation.session`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 from planners.mpc import MPCConfig
 from wm.errors import WMError
 from wm.outputs import require_empty_dir
+
+JUDGES = ("latent", "sim", "operator")
 
 
 @dataclass
@@ -33,13 +36,15 @@ class ValidateConfig:
     goals: str | None = None  # .npz with rgb (G, H, W, 3), proprio (G, P) and optional start / goal states
     goal_store: str | None = None  # held-out episodes of this store (goal `goal_offset` steps after the start)
     goal_offset: int = 25
-    judge: str | None = None  # latent | operator (default: latent with a checkpoint, else operator)
+    judge: str | None = None  # latent | sim | operator (default: see `resolve_judge`)
     threshold: float = 1.0
     hz: float | None = None  # default: the robot's control rate, else 10
     async_plan: bool = False
     chunk: int = 5  # actions per chunk of the random controller
     seed: int = 0
     timeout: float = 2.0  # seconds per request before a retry
+    server_key: str | None = None  # the server's Curve public key file, when it encrypts (wm robot keygen)
+    device: str = "auto"  # where the world model and policy run: auto | cpu | cuda[:K]
     mpc: MPCConfig = field(default_factory=MPCConfig)
 
     def validate(self) -> None:
@@ -49,10 +54,8 @@ class ValidateConfig:
             raise WMError("--controller mpc needs --checkpoint C (a world model trained on this robot's data)")
         if (self.controller == "policy") != bool(self.policy):
             raise WMError("--controller policy goes with --policy P (a policy made by `wm bc`), and only with it")
-        if self.judge is None:
-            self.judge = "latent" if self.checkpoint or self.policy else "operator"
-        if self.judge not in ("latent", "operator"):
-            raise WMError(f"--judge must be latent or operator, got {self.judge!r}")
+        if self.judge not in (None, *JUDGES):
+            raise WMError(f"--judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
         if self.judge == "latent" and not (self.checkpoint or self.policy):
             raise WMError("--judge latent needs --checkpoint C (its encoder measures the goal distance)")
         if self.goals and self.goal_store:
@@ -86,6 +89,26 @@ def load_goals(cfg: ValidateConfig, ckpt_config: dict | None, rng: np.random.Gen
         with EpisodeStore.open(store) as s:
             config = {"data": {"spec": s.spec, "store": ""}}
     return dataset_goals(store, config, cfg.episodes, cfg.goal_offset, rng), config["data"]["spec"]["env"]["id"]
+
+
+def resolve_judge(cfg: ValidateConfig, robot) -> str:
+    """The judge `cfg` names, else `latent` with a checkpoint, `sim` on a robot that reports `sim_success`, else
+    `operator`; `sim` on a robot without ground truth is a one-line error."""
+    simulated = "sim_success" in robot.observation_features
+    if cfg.judge == "sim" and not simulated:
+        raise WMError(f"--judge sim needs a simulated robot (one reporting sim_success); {robot.name} is not one")
+    if cfg.judge is not None:
+        return cfg.judge
+    return "latent" if cfg.checkpoint or cfg.policy else "sim" if simulated else "operator"
+
+
+def make_judge(cfg: ValidateConfig, model):
+    """The judge `cfg.judge` names (after `resolve_judge`)."""
+    from wm.validation.judges import LatentJudge, OperatorJudge, SimJudge
+
+    if cfg.judge == "latent":
+        return LatentJudge(model, cfg.threshold)
+    return SimJudge() if cfg.judge == "sim" else OperatorJudge()
 
 
 def check_model_fits(spec: dict, robot) -> None:
@@ -123,32 +146,38 @@ def make_controller(cfg: ValidateConfig, model, robot, policy=None):
         return RobotPolicy(PolicyController(policy, model, seed=cfg.seed)), policy.cfg.frameskip
 
     from planners.mpc import RobotMPC, build_mpc
+    from wm.device import module_device
 
     torch.manual_seed(cfg.seed)
-    return RobotMPC(build_mpc(model, cfg.mpc, seed=cfg.seed)), model.spec["frameskip"]
+    mpc = RobotMPC(build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model)))
+    return mpc, mpc.chunk
 
 
 def run_validate(cfg: ValidateConfig) -> dict:
     """Run `cfg.episodes` episodes on the robot at `cfg.robot`; returns the results also written to results.json."""
     from envs.registry import default_episode_steps, is_builtin
     from envs.robot.client import RemoteRobot
-    from wm.validation.judges import LatentJudge, OperatorJudge
+    from envs.robot.keys import load_public_key
+    from wm.device import resolve_device
     from wm.validation.recorder import store_keys
     from wm.validation.session import ValidationSession
 
     cfg.validate()
-    robot = RemoteRobot(cfg.robot, cfg.token, timeout_s=cfg.timeout)
+    device = resolve_device(cfg.device)
+    server_key = load_public_key(cfg.server_key) if cfg.server_key else None
+    robot = RemoteRobot(cfg.robot, cfg.token, timeout_s=cfg.timeout, server_key=server_key)
     model = ckpt_config = policy = None
     if cfg.policy:
         from policies.checkpoint import load_policy
 
-        policy, _, model, ckpt_config = load_policy(cfg.policy, cfg.checkpoint)
+        policy, _, model, ckpt_config = load_policy(cfg.policy, cfg.checkpoint, device)
     elif cfg.checkpoint:
         from wm.models.checkpoint import load_checkpoint
 
-        model, ckpt_config = load_checkpoint(cfg.checkpoint)
+        model, ckpt_config = load_checkpoint(cfg.checkpoint, device)
     robot.connect()
     try:
+        cfg.judge = resolve_judge(cfg, robot)
         if model is not None:
             check_model_fits(model.spec, robot)
         goals, goal_env = load_goals(cfg, ckpt_config, np.random.default_rng(cfg.seed))
@@ -157,7 +186,7 @@ def run_validate(cfg: ValidateConfig) -> dict:
         budget = cfg.budget or (default_episode_steps(env_id) if is_builtin(env_id) else 100)
         hz = cfg.hz or robot.control_hz or 10.0
         controller, chunk = make_controller(cfg, model, robot, policy)
-        judge = LatentJudge(model, cfg.threshold) if cfg.judge == "latent" else OperatorJudge()
+        judge = make_judge(cfg, model)
         keys = store_keys(robot, chunk, model is not None, all(g["goal"] is not None for g in goals))
         session = ValidationSession(robot, controller, judge, cfg.out, budget, hz, keys, cfg.to_json(), chunk=chunk,
                                     model=model, async_plan=cfg.async_plan)  # fmt: skip
@@ -169,7 +198,7 @@ def run_validate(cfg: ValidateConfig) -> dict:
 def print_summary(results: dict) -> None:
     """One paragraph: outcome, loop timing, safety, where everything is."""
     lat, loop = results["latency_ms"], results["loop"]
-    truth = results["truth_success_rate"]
+    truth = results["truth_success_rate"] if results["judge"]["kind"] != "sim" else None  # sim: the verdict itself
     out = Path(results["store"]).parent
     print(
         f"Validated {results['episodes_complete']} episode(s) of {results['controller']} on {results['robot_name']}: "

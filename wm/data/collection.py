@@ -28,6 +28,7 @@ class CollectConfig:
     workers: int = 2
     steps: int | None = None  # None: the env's registered episode length
     image_size: int = 64
+    durable: bool = False  # fsync each episode before its commit marker (robots, where a crash is a power loss)
 
     def validate(self) -> None:
         if self.episodes < 1:
@@ -42,10 +43,10 @@ class CollectConfig:
             raise WMError(f"--seed must be non-negative, got {self.seed}")
 
 
-def open_or_create(out: Path, keys: dict, spec: dict) -> EpisodeStore:
+def open_or_create(out: Path, keys: dict, spec: dict, durable: bool = False) -> EpisodeStore:
     """Append to the store at `out` if it has the same spec, create it if absent; never touch anything else."""
     if out.exists() and out.is_dir() and any(out.iterdir()):
-        store = EpisodeStore.open(out, mode="a")
+        store = EpisodeStore.open(out, mode="a", durable=durable)
         if not store.same_spec(spec, keys):
             held = store.spec.get("env", {})
             store.close()
@@ -56,7 +57,7 @@ def open_or_create(out: Path, keys: dict, spec: dict) -> EpisodeStore:
         return store
     if out.exists() and not out.is_dir():
         raise WMError(f"{out} exists and is a file; choose a new --out directory")
-    return EpisodeStore.create(out, keys, spec)
+    return EpisodeStore.create(out, keys, spec, durable=durable)
 
 
 def run_collect(cfg: CollectConfig) -> dict:
@@ -71,7 +72,7 @@ def run_collect(cfg: CollectConfig) -> dict:
     keys, spec = store_layout(cfg.env, cfg.image_size, steps)
     out = Path(cfg.out)
     created = not out.exists()
-    store = open_or_create(out, keys, spec)
+    store = open_or_create(out, keys, spec, durable=cfg.durable)
     first = store.num_episodes
     started = time.time()
     written, goals_reached, frames = 0, 0, 0

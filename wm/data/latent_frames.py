@@ -13,14 +13,17 @@ import numpy as np
 import torch
 
 from wm.data.store import EpisodeStore
+from wm.device import module_device
 from wm.errors import WMError
 
 PRECOMPUTE_FLOATS = 4096  # latents of more floats per frame are encoded on demand
 
 
 class EpisodeLatents:
-    def __init__(self, model, store_path, episodes=None, velocity_dims=(), device: str = "cpu", keys=()):
-        """`keys`: extra store keys to keep per frame (e.g. "state"), as numpy arrays in `extra`."""
+    def __init__(self, model, store_path, episodes=None, velocity_dims=(), device=None, keys=()):
+        """`keys`: extra store keys to keep per frame (e.g. "state"), as numpy arrays in `extra`; latents and actions
+        live on `device` (default: the model's)."""
+        device = device or module_device(model)
         self.model, self.device, self.velocity_dims = model, device, list(velocity_dims)
         with EpisodeStore.open(store_path) as store:
             for key in ("rgb", "proprio", "action", *keys):

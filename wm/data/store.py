@@ -5,23 +5,45 @@ Layout (readable with plain `zarr.open_group`):
   meta/episode_ends   (N_episodes,) int64, cumulative: episode i is rows [ends[i-1], ends[i])
   attrs               schema_version, spec (env / observation / action), keys, collections (who wrote what)
 
-Invariant: `len(data/<key>) == episode_ends[-1]` for every key. An append writes the whole episode into every
-data array first and `episode_ends` last (the commit marker), and zarr's LocalStore writes each chunk and
-metadata document atomically, so a crash can only leave uncommitted rows past the last end (or an end slot that
-was grown but never written, read back as the fill value -1). Opening a store for writing, or for reading while
-no writer holds the lock, truncates those rows and says so. A `StoreLock` keeps a second writer out.
+Invariant: `len(data/<key>) >= episode_ends[-1]` for every key, equal once a writer has opened the store.
+An append writes the whole episode into every data array first and `episode_ends` last (the commit marker), and
+zarr's LocalStore (>= 3.1.3) writes each chunk and metadata document to a temporary file renamed into place, so a
+crash can only leave uncommitted rows past the last end, an end slot that was grown but never written (read back
+as the fill value -1) and stray `*.partial` temporary files.
+
+Readers never modify a store: they take no lock and see exactly the committed episodes, ignoring anything past
+the last valid end. Only a writer (`open(mode="a")`, which takes the `StoreLock` that keeps a second writer out)
+removes what an interrupted write left, and says so; `wm info --repair` does the same from the command line. An
+index that is damaged rather than interrupted (an undecodable `episode_ends` chunk, ends that decrease, data
+shorter than the ends) is a one-line `WMError` for readers and writers alike; `open(mode="a", repair=True)` (what
+`wm info --repair` runs) keeps the episodes before the damage and drops the rest.
+
+What each write mode survives:
+  default   a process crash (exception, SIGKILL, OOM kill): at most the episode being appended is lost. The data
+            may still sit in the OS page cache, so a power loss or kernel crash can lose or tear recent episodes.
+  durable   (`durable=True`, `wm collect --durable`) also a power loss or OS crash: every file is fsynced before
+            it is renamed into place, and the directories whose entries changed are fsynced before the commit
+            marker is written and again after it, so an episode is on stable storage when `append_episode`
+            returns. Cost, measured for a 64-px, 101-frame PointMaze episode on ext4 over a virtual disk: ~38
+            fsyncs, +100..150 ms per episode (~35..60 ms without, ~140..200 ms with), under 2% of a 10 s robot
+            episode: durable is the mode for robots; the default suits simulation, where a rerun is cheap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.storage import LocalStore
 
 from wm import __version__
 from wm.data.lock import StoreLock
@@ -48,11 +70,114 @@ def _normalise(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DurableLocalStore(LocalStore):
+    """A zarr LocalStore whose writes survive power loss once `flush()` returns.
+
+    Every file is written to a temporary file, fsynced, then renamed into place (so a crash leaves the old
+    version or the new one, each complete on disk); the directories that gained entries are remembered and
+    fsynced by `flush()`.
+    """
+
+    def __init__(self, root, *, read_only: bool = False):
+        super().__init__(root, read_only=read_only)
+        self.dirty: set[Path] = set()
+
+    async def _set(self, key: str, value, exclusive: bool = False) -> None:
+        if not self._is_open:
+            await self._open()
+        self._check_writable()
+        await asyncio.to_thread(self._put, self.root / key, value.as_buffer_like(), exclusive)
+
+    def _put(self, path: Path, data, exclusive: bool) -> None:
+        existing = path.parent
+        while not existing.exists():
+            existing = existing.parent
+        path.parent.mkdir(parents=True, exist_ok=True)
+        changed = path.parent  # every directory from the file's up to the first one that existed gains an entry
+        while changed != existing:
+            self.dirty.add(changed)
+            changed = changed.parent
+        self.dirty.add(existing)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if exclusive:  # zarr's set_if_not_exists: FileExistsError if `path` is already there
+                os.link(tmp, path)
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def flush(self) -> None:
+        """fsync every directory whose entries changed since the last flush."""
+        for path in sorted(self.dirty, key=lambda p: -len(p.parts)):  # children before parents
+            _fsync_dir(path)
+        self.dirty.clear()
+
+
+@dataclass
+class _Index:
+    """What `meta/episode_ends` and the data arrays say: the committed prefix, leftovers and damage.
+
+    `ends` `(N_committed,)` are the valid cumulative ends, `slots` the length of the ends array, `readable` how
+    many of its slots decoded, `lengths` the rows of each data array, `damage` what is wrong beyond an
+    interrupted write (None if nothing), `dropped` the index slots after the damage that were not fill values.
+    """
+
+    ends: np.ndarray
+    slots: int
+    readable: int
+    lengths: dict[str, int]
+    damage: str | None
+    dropped: int
+
+    @property
+    def committed(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    @property
+    def uncommitted_rows(self) -> int:
+        return max([n - self.committed for n in self.lengths.values()] + [0])
+
+
+def _as_uint8(key: str, a: np.ndarray) -> np.ndarray:
+    """Frames for a uint8 key: integers in [0, 255] as they are, floats in [0, 1] scaled by 255; else a WMError."""
+    if a.dtype == np.uint8:
+        return a
+    if np.issubdtype(a.dtype, np.floating):
+        low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise WMError(
+                f"episode {key!r} is float with values in [{low:g}, {high:g}]; the store keeps uint8, so pass "
+                "floats in [0, 1] or uint8 in [0, 255] — nothing was written"
+            )
+        return np.round(a * 255.0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer) and a.size and (a.min() < 0 or a.max() > 255):
+        raise WMError(
+            f"episode {key!r} has values in [{a.min()}, {a.max()}], outside uint8 [0, 255]; nothing was written"
+        )
+    return a.astype(np.uint8)
+
+
 class EpisodeStore:
     """A zarr v3 episode store. Create with `EpisodeStore.create`, open with `EpisodeStore.open`.
 
     `keys` maps each data key to its per-frame `{"shape": [...], "dtype": "..."}`; `spec` is free-form JSON
-    describing the env, observations and actions (two stores with different specs never mix).
+    describing the env, observations and actions (two stores with different specs never mix). `durable=True`
+    (writers only) fsyncs every episode to stable storage before and after its commit marker.
     """
 
     def __init__(self, root: Path, group: zarr.Group, lock: StoreLock, writable: bool):
@@ -60,12 +185,27 @@ class EpisodeStore:
         self._group = group
         self._lock = lock
         self.writable = writable
-        self.repaired_rows = 0
+        store = group.store
+        self._durable = store if isinstance(store, DurableLocalStore) else None
+        self.repaired_rows = 0  # frames past the last intact episode this writer removed when it opened the store
+        self.dropped_episodes = 0  # episodes after a damaged index that `open(repair=True)` dropped
+        self.uncommitted_rows = 0  # trailing frames past the last commit (readers: ignored; writers: removed)
         self._ends = np.zeros(0, dtype=np.int64)
+
+    @staticmethod
+    def _zarr_store(root: Path, durable: bool, read_only: bool = False) -> LocalStore:
+        return DurableLocalStore(root) if durable else LocalStore(root, read_only=read_only)
 
     # ------------------------------------------------------------------------------ open / create
     @classmethod
-    def create(cls, path, keys: Mapping[str, Mapping], spec: Mapping, chunk_rows: Mapping[str, int] | None = None):
+    def create(
+        cls,
+        path,
+        keys: Mapping[str, Mapping],
+        spec: Mapping,
+        chunk_rows: Mapping[str, int] | None = None,
+        durable: bool = False,
+    ):
         """Create a new, empty store at `path` (which must not exist or be an empty directory) and lock it."""
         root = Path(path)
         require_empty_dir(root, "an episode store", "choose a new path")
@@ -75,7 +215,7 @@ class EpisodeStore:
             raise WMError(f"cannot create store at {root}: {e.strerror}; choose a writable path") from e
         lock = StoreLock(root)
         lock.acquire()
-        group = zarr.open_group(store=str(root), mode="a", zarr_format=3)  # dir holds only our .lock
+        group = zarr.open_group(store=cls._zarr_store(root, durable), mode="a", zarr_format=3)  # holds only .lock
         data = group.create_group("data")
         for key, info in keys.items():
             shape = tuple(int(s) for s in info["shape"])
@@ -96,42 +236,52 @@ class EpisodeStore:
             )
         )
         store = cls(root, group, lock, writable=True)
-        store._ends = np.zeros(0, dtype=np.int64)
+        if store._durable:
+            store._durable.dirty.add(root.resolve().parent)  # the store directory's own entry
+            store._durable.flush()
         return store
 
     @classmethod
-    def open(cls, path, mode: str = "r") -> EpisodeStore:
-        """Open an existing store. mode "r": read (repairs only if no writer is active); "a": append (locks)."""
+    def open(cls, path, mode: str = "r", durable: bool = False, repair: bool = False) -> EpisodeStore:
+        """Open an existing store.
+
+        mode "r": read the committed episodes; takes no lock and writes nothing. mode "a": append; takes the
+        lock and removes what an interrupted write left. `repair` (mode "a"): also cut a damaged index back to
+        the episodes before the damage. `durable` (mode "a"): see the module docstring.
+        """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        if mode == "r" and (durable or repair):
+            raise ValueError("durable and repair need mode='a'")
         root = Path(path)
         if not root.is_dir():
             raise WMError(f"no episode store at {root}; create one with `wm collect --out {root}`")
         lock = StoreLock(root)
         if mode == "a":
             lock.acquire()
-            locked = True
-        else:
+        try:
             try:
-                locked = lock.try_acquire()
-            except OSError:  # read-only directory: nothing can be repaired, read the committed prefix
-                locked = False
-        try:
-            group = zarr.open_group(store=str(root), mode="r+" if locked else "r", zarr_format=3)
-        except Exception as e:
-            lock.release()
-            raise WMError(
-                f"{root} is not a wm episode store ({type(e).__name__}); pass a path made by `wm collect`"
-            ) from None
-        store = cls(root, group, lock, writable=mode == "a")
-        try:
+                zstore = cls._zarr_store(root, durable, read_only=mode == "r")
+                group = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
+            except Exception as e:
+                raise WMError(
+                    f"{root} is not a wm episode store ({type(e).__name__}); pass a path made by `wm collect`"
+                ) from None
+            store = cls(root, group, lock, writable=mode == "a")
             store._validate()
-            store._recover(repair=locked)
+            index = store._scan()
+            if index.damage and not repair:
+                raise WMError(
+                    f"{root} is damaged: {index.damage}; `wm info --repair {root}` keeps the {len(index.ends)} "
+                    f"episode(s) before the damage and drops {index.dropped} after it, or re-collect into a new path"
+                )
+            if mode == "a":
+                store._truncate(index)
         except BaseException:
             lock.release()
             raise
-        if mode == "r":
-            lock.release()
+        store._ends = index.ends
+        store.uncommitted_rows = 0 if mode == "a" else index.uncommitted_rows
         return store
 
     def close(self) -> None:
@@ -145,57 +295,85 @@ class EpisodeStore:
         self.close()
 
     def _validate(self) -> None:
-        attrs = self._group.attrs.asdict()
+        try:
+            attrs = self._group.attrs.asdict()
+            missing = [f"data/{k}" for k in attrs.get("keys", {}) if f"data/{k}" not in self._group]
+            if "meta/episode_ends" not in self._group:
+                missing.append("meta/episode_ends")
+        except Exception as e:
+            raise WMError(
+                f"{self.root} is damaged: its zarr metadata cannot be read ({type(e).__name__}); "
+                "re-collect into a new path"
+            ) from None
         version = attrs.get("schema_version")
         if version is None or "keys" not in attrs:
             raise WMError(f"{self.root} is a zarr group but not a wm episode store (no schema_version/keys attrs)")
         if version > SCHEMA_VERSION:
             raise WMError(f"{self.root} has schema version {version}, newer than this wm-engine supports; upgrade")
-        missing = [f"data/{k}" for k in attrs["keys"] if f"data/{k}" not in self._group]
-        if "meta/episode_ends" not in self._group:
-            missing.append("meta/episode_ends")
         if missing:
             raise WMError(f"{self.root} is damaged: missing {', '.join(missing)}; re-collect into a new path")
 
-    def _recover(self, repair: bool) -> None:
-        """Find the committed prefix; if `repair`, truncate rows past it and remove stray partial files."""
+    def _scan(self) -> _Index:
+        """Read the index, then the data lengths (in that order, so that a live writer's data is never shorter)."""
         ends_arr = self._group["meta/episode_ends"]
-        ends = np.asarray(ends_arr[:], dtype=np.int64)
-        valid = len(ends)
-        prev = 0
-        for i, e in enumerate(ends):  # an end grown but never written reads as -1: uncommitted from there on
-            if e <= prev:
-                valid = i
+        slots, step = ends_arr.shape[0], ends_arr.chunks[0]
+        parts, damage = [], None
+        for lo in range(0, slots, step):
+            try:
+                parts.append(np.asarray(ends_arr[lo : lo + step], dtype=np.int64))
+            except Exception as e:
+                damage = f"meta/episode_ends[{lo}:{min(lo + step, slots)}] cannot be decoded ({type(e).__name__})"
                 break
-            prev = e
-        ends = ends[:valid]
-        committed = int(ends[-1]) if len(ends) else 0
+        read = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        bad = np.flatnonzero(np.diff(read, prepend=0) <= 0)
+        valid = int(bad[0]) if len(bad) else len(read)
+        # slots grown but never written read as the fill value -1: an interrupted append, not damage
+        if damage is None and not np.all(read[valid:] == -1):
+            damage = f"meta/episode_ends does not increase at episode {valid}"
         lengths = {k: self._group[f"data/{k}"].shape[0] for k in self.keys}
-        short = {k: n for k, n in lengths.items() if n < committed}
-        if short:
-            raise WMError(
-                f"{self.root} is damaged: {short} rows but episode_ends says {committed}; re-collect into a new path"
-            )
-        extra = max([n - committed for n in lengths.values()] + [0])
-        dropped_ends = ends_arr.shape[0] - valid
-        if repair and (extra or dropped_ends):
-            for k, n in lengths.items():
-                if n > committed:
-                    arr = self._group[f"data/{k}"]
-                    arr.resize((committed, *arr.shape[1:]))
-            if dropped_ends:
-                ends_arr.resize((valid,))
-            for partial in self.root.rglob("*.partial"):
-                partial.unlink(missing_ok=True)
-            self.repaired_rows = extra
+        shortest = min(lengths.values(), default=0)
+        kept = int(np.searchsorted(read[:valid], shortest, side="right"))
+        if kept < valid and damage is None:
+            key = min(lengths, key=lengths.get)
+            damage = f"data/{key} has {shortest} rows but episode {kept} ends at row {read[kept]}"
+        dropped = int(np.count_nonzero(read[kept:] != -1)) + slots - len(read) if damage else 0
+        return _Index(read[:kept], slots, len(read), lengths, damage, dropped)
+
+    def _truncate(self, index: _Index) -> None:
+        """Cut every array back to the committed prefix `index.ends` and remove stray temporary files (writers)."""
+        committed, kept = index.committed, len(index.ends)
+        if index.slots > kept:  # the index first: a reader meanwhile sees extra data rows, never missing ones
+            ends_arr = self._group["meta/episode_ends"]
+            if index.damage and index.readable > kept:  # overwrite dropped ends so a later grow reads -1 there
+                ends_arr[kept : index.readable] = -1
+            ends_arr.resize((kept,))  # also deletes the chunks past the new end, undecodable ones included
+        for k, n in index.lengths.items():
+            if n > committed:
+                arr = self._group[f"data/{k}"]
+                arr.resize((committed, *arr.shape[1:]))
+        partials = list(self.root.rglob("*.partial"))
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        self.repaired_rows = index.uncommitted_rows
+        self.dropped_episodes = index.dropped if index.damage else 0
+        if index.damage:
             log.warning(
-                "%s: removed %d uncommitted trailing frame(s) left by an interrupted write; "
+                "%s: repaired a damaged index (%s): kept %d episode(s), dropped %d after the damage",
+                self.root,
+                index.damage,
+                kept,
+                index.dropped,
+            )
+        elif index.uncommitted_rows or index.slots > kept or partials:
+            log.warning(
+                "%s: removed what an interrupted write left (%d uncommitted trailing frame(s)); "
                 "%d committed episode(s) intact",
                 self.root,
-                extra,
-                valid,
+                index.uncommitted_rows,
+                kept,
             )
-        self._ends = ends
+        if self._durable:
+            self._durable.flush()
 
     # -------------------------------------------------------------------------------- reading
     @property
@@ -289,7 +467,7 @@ class EpisodeStore:
             raise WMError(f"{self.root} was opened read-only; open it with mode='a' to append")
 
     def check_episode(self, episode: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate one episode against the store's keys; returns arrays cast to the stored dtypes."""
+        """Validate one episode against the store's keys; returns it in the stored dtypes (uint8: `_as_uint8`)."""
         keys = self.keys
         missing, extra = set(keys) - set(episode), set(episode) - set(keys)
         if missing or extra:
@@ -305,7 +483,7 @@ class EpisodeStore:
                 raise WMError(f"episode arrays must share one non-zero length; {k!r} has {len(a)}, expected {length}")
             if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
                 raise WMError(f"episode {k!r} contains NaN or inf; nothing was written — fix the source of {k!r}")
-            out[k] = a.astype(info["dtype"], copy=False)
+            out[k] = _as_uint8(k, a) if np.dtype(info["dtype"]) == np.uint8 else a.astype(info["dtype"], copy=False)
         return out
 
     def append_episode(self, episode: Mapping[str, np.ndarray]) -> int:
@@ -318,10 +496,14 @@ class EpisodeStore:
             arr = self._group[f"data/{k}"]
             arr.resize((start + length, *arr.shape[1:]))
             arr[start : start + length] = a
+        if self._durable:
+            self._durable.flush()  # the episode's files are on stable storage before the marker that commits them
         ends = self._group["meta/episode_ends"]
         n = len(self._ends)
         ends.resize((n + 1,))
         ends[n] = start + length  # the commit marker: until this chunk lands the episode does not exist
+        if self._durable:
+            self._durable.flush()
         self._ends = np.append(self._ends, start + length)
         return n
 
@@ -330,6 +512,8 @@ class EpisodeStore:
         self._require_writable()
         collections = self.attrs.get("collections", []) + [_normalise(dict(record))]
         self._group.attrs.update({"collections": collections})
+        if self._durable:
+            self._durable.flush()
 
     def same_spec(self, spec: Mapping, keys: Mapping) -> bool:
         return self.spec == _normalise(dict(spec)) and self.keys == _normalise(dict(keys))

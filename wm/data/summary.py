@@ -46,8 +46,6 @@ def summarize(path, check: bool = False) -> dict:
         summary["goals_reached_per_episode"] = round(
             float(np.mean([goals_reached_in(success[s:e]) for s, e in zip(starts, ends, strict=True)])), 2
         )
-    if store.repaired_rows:
-        summary["repaired"] = f"removed {store.repaired_rows} uncommitted trailing frames from an interrupted write"
     if check:
         summary["check"] = verify(store)
     return summary

@@ -21,8 +21,9 @@ from wm.goals import goal_batch
 class GoalEpisodes:
     """Outcome of a batch of goal-reaching episodes."""
 
-    success: np.ndarray  # (B,) bool, judged by the env
+    success: np.ndarray  # (B,) bool, judged by the env (all False where it has no success test)
     distance: np.ndarray  # (B,) the env's goal distance at the end
+    judged: bool  # whether the env judged success (an adapted env without an is_success hook does not)
     real_frames: np.ndarray  # (n, T, H, W, 3) uint8, the first n episodes' observations
     imagined_frames: np.ndarray | None  # (n, T, H, W, 3) uint8, what the controller imagined, where it says
 
@@ -52,9 +53,9 @@ def run_goal_episodes(
 ) -> GoalEpisodes:
     """Run `len(pairs)` episodes (env i from `pairs[i]["start"]` toward `pairs[i]["goal"]`) for `budget` steps.
 
-    `envs` are unwrapped built-in envs (`reset(options={"state", "goal"})`, `get_state`, `is_success`,
-    `goal_distance`), one per pair; `imagined(n)` gives the controller's imagined frames for the first n episodes
-    after each action (for the videos)."""
+    `envs` are unwrapped envs with state hooks (`reset(options={"state", "goal"})`, `get_state`, `is_success`,
+    `goal_distance`, `proprio_velocity_dims`: the built-ins, `GymImageAdapter`), one per pair; `imagined(n)` gives the
+    controller's imagined frames for the first n episodes after each action (for the videos)."""
     obs_list = [
         env.reset(options={"state": p["start"], "goal": p["goal"]})[0] for env, p in zip(envs, pairs, strict=True)
     ]
@@ -71,11 +72,15 @@ def run_goal_episodes(
             dreamt.append(frames)
         obs_list = [env.step(a)[0] for env, a in zip(envs, actions, strict=True)]
     states = [env.get_state() for env in envs]
-    success = np.array([env.is_success(s, p["goal"]) for env, s, p in zip(envs, states, pairs, strict=True)])
+    judged = getattr(envs[0], "has_success", True)
+    success = np.array(
+        [judged and env.is_success(s, p["goal"]) for env, s, p in zip(envs, states, pairs, strict=True)], bool
+    )
     distance = np.array([env.goal_distance(s, p["goal"]) for env, s, p in zip(envs, states, pairs, strict=True)])
     return GoalEpisodes(
         success=success,
         distance=distance,
+        judged=judged,
         real_frames=np.stack(real, axis=1),
         imagined_frames=np.stack(dreamt, axis=1) if dreamt else None,
     )

@@ -12,6 +12,7 @@ with another window's actions; a model that ignores actions imagines the same fu
 
 `imagine_episode` (`wm imagine`) writes a video of one episode: the real frames beside the frames the model
 imagines open-loop from the first `num_hist` frames (every `frameskip`-th frame) and the recorded actions.
+Both run the model on `device` (`wm.device.resolve_device`: auto, cpu, cuda[:K]).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from wm.data.goal_images import goal_renderer
 from wm.data.hindsight import HindsightGoals, env_judge
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
+from wm.device import resolve_device, to_device
 from wm.errors import WMError
 from wm.evaluation.metrics import psnr, ssim, success_report
 from wm.evaluation.splits import held_out_episodes
@@ -37,9 +39,11 @@ def _per_step(sums: dict, n: int, digits: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_size: int = 32, seed: int = 0):
+def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_size: int = 32, seed: int = 0,
+             device: str = "auto"):  # fmt: skip
     """The report of `wm eval-model` (JSON-ready) for `checkpoint` on the held-out episodes of the store `data`."""
-    model, config = load_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model, config = load_checkpoint(checkpoint, device)
     spec = model.spec
     store = EpisodeStore.open(data)
     episodes, source = held_out_episodes(config, store)
@@ -62,15 +66,15 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(ds), size=min(max_windows, len(ds)), replace=False)
     h = spec["num_hist"]
-    sums = {k: torch.zeros(horizon) for k in ("model", "copy_last", "model_visual", "copy_last_visual")}
-    psnr_sums = {k: torch.zeros(horizon) for k in ("model", "copy_last", "reconstruction")}
-    ssim_sums = {k: torch.zeros(horizon) for k in ("model", "copy_last")}
-    shuffled_sums = {k: torch.zeros(horizon) for k in ("model_with_shuffled_actions", "between_futures")}
-    success_counts = {k: torch.zeros(2, 2) for k in ("real_frames", "imagined_frames")}  # [label, predicted]
+    sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last", "model_visual", "copy_last_visual")}
+    psnr_sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last", "reconstruction")}
+    ssim_sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last")}
+    shuffled_sums = {k: torch.zeros(horizon, device=device) for k in ("model_with_shuffled_actions", "between_futures")}
+    success_counts = {k: torch.zeros(2, 2, device=device) for k in ("real_frames", "imagined_frames")}  # [label, guess]
     pixel_model = spec.get("kind") == "diffusion"  # its decoder is a reshape: nothing to reconstruct
     for start in tqdm(range(0, len(picks), batch_size), desc="eval", unit="batch"):
         items = [ds[int(i)] for i in picks[start : start + batch_size]]
-        batch = {k: torch.stack([it[k] for it in items]) for k in ("rgb", "proprio", "action")}
+        batch = to_device({k: torch.stack([it[k] for it in items]) for k in ("rgb", "proprio", "action")}, device)
         z = model.encode({"rgb": batch["rgb"], "proprio": batch["proprio"]})  # (B, h+H, N, D)
         actions = batch["action"]  # (B, h+H-1, fs*A)
         pred = model.rollout(z[:, :h], actions[:, h - 1 :], past_actions=actions[:, : h - 1])  # (B, H, N, D)
@@ -95,14 +99,15 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
                 if not pixel_model:
                     psnr_sums["reconstruction"][k] += psnr(model.decode(real[:, k]), real_px[:, k]).sum()
         if judge_success:
-            labels = torch.stack([it["success"][h:] for it in items]).long()  # (B, H)
+            labels = torch.stack([it["success"][h:] for it in items]).long().to(device)  # (B, H)
             goals = None
             if hindsight:  # one goal per window: (B, 1, N, D)
-                goal_obs = {k: torch.stack([it[f"goal_{k}"] for it in items])[:, None] for k in ("rgb", "proprio")}
+                goal_obs = {k: torch.stack([it[f"goal_{k}"] for it in items])[:, None].to(device)
+                            for k in ("rgb", "proprio")}  # fmt: skip
                 goals = model.encode(goal_obs)
             elif render is not None:
                 goal_rgb = np.stack([render(it["goal"][h:].numpy()) for it in items])  # (B, H, h, w, 3)
-                goals = model.encode({"rgb": torch.from_numpy(goal_rgb)})
+                goals = model.encode({"rgb": torch.from_numpy(goal_rgb).to(device)})
             for name, frames_z in (("real_frames", real), ("imagined_frames", pred)):
                 guess = (model.success_logits(frames_z, goals) > 0).long()
                 success_counts[name] += torch.bincount((2 * labels + guess).flatten(), minlength=4).view(2, 2)
@@ -135,10 +140,11 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
 
 
 @torch.no_grad()
-def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4) -> dict:
+def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4, device: str = "auto") -> dict:
     """Write the video to the new .mp4 file `out`; returns where it is and the imagined frames' pixel MSE."""
     out = require_new_file(out, ".mp4")
-    model, _ = load_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model, _ = load_checkpoint(checkpoint, device)
     spec = model.spec
     h, fs = spec["num_hist"], spec["frameskip"]
     with EpisodeStore.open(data) as store:
@@ -149,13 +155,13 @@ def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4) -> dict
         raise WMError(f"episode {episode} has {len(ep['rgb'])} frames; it needs more than {h * fs} to imagine from")
     blocks = ep["action"][: steps * fs].reshape(steps, fs * ep["action"].shape[1])  # (steps, fs*A)
     obs = {
-        "rgb": torch.from_numpy(frames[None, :h]),
-        "proprio": torch.from_numpy(ep["proprio"][::fs][None, :h]),
+        "rgb": torch.from_numpy(frames[None, :h]).to(device),
+        "proprio": torch.from_numpy(ep["proprio"][::fs][None, :h]).to(device),
     }
     z_hist = model.encode(obs)
-    actions = torch.from_numpy(blocks).float()[None]
+    actions = torch.from_numpy(blocks).float()[None].to(device)
     future = model.rollout(z_hist, actions[:, h - 1 :], past_actions=actions[:, : h - 1])[0]  # (steps-h+1, N, D)
-    imagined = (model.decode(future).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    imagined = (model.decode(future).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     real = frames[h : h + len(imagined)]
     imagined_all = np.concatenate([frames[:h], imagined[: len(real)]])
     real_all = frames[: h + len(real)]

@@ -5,7 +5,8 @@ A checkpoint is a directory:
   config.json            {"format": 1, "model": {...}, "data": {...}, "train": {...}, "step": int, ...}
   optimizer.safetensors  (training checkpoints only) optimizer moments + RNG states, with its JSON side in config
 `config.json` is written last and each directory is written under a temporary name and renamed into place, so a
-crash never leaves a half-written checkpoint where a loader would find it.
+crash never leaves a half-written checkpoint where a loader would find it. Loaders also take the run folder that
+`wm train --out` (or `wm bc` / `wm refine --out`) wrote: its final checkpoint is `model/` (`policy/`) inside it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from wm.errors import WMError
 from wm.models.registry import build_world_model
 
 FORMAT = 2  # 2: latent models record whether they have a success head (format 1 ones never had one)
+# a run folder's final checkpoint, by subfolder: what it holds and the commands that write it
+RUN_PARTS = {"model": ("world model", "`wm train`"), "policy": ("policy", "`wm bc` or `wm refine`")}
 
 
 def _migrate(config: dict) -> dict:
@@ -82,6 +85,25 @@ def save_checkpoint(path, model: torch.nn.Module, config: dict, optimizer=None, 
     return path
 
 
+def resolve_checkpoint(path, part: str = "model") -> Path:
+    """The checkpoint directory `path` stands for: `path` itself when it holds config.json, else its `part`
+    subfolder ("model" for world models, "policy" for policies: the final checkpoint of a run folder), else a
+    one-line WMError naming what was expected."""
+    path = Path(path)
+    for candidate in (path, path / part):
+        if (candidate / "config.json").is_file():
+            return candidate
+    noun, commands = RUN_PARTS[part]
+    expected = f"pass a {noun} checkpoint (a folder with config.json) or the --out folder of {commands}"
+    if not path.exists():
+        raise WMError(f"{path} does not exist; {expected}")
+    if held := [p for p in RUN_PARTS if (path / p / "config.json").is_file()]:  # the other kind of run
+        why = f"; its {held[0]}/ holds a {RUN_PARTS[held[0]][0]}"
+    else:
+        why = "; the run has not finished" if (path / "checkpoints").is_dir() else ""
+    raise WMError(f"{path} is not a wm checkpoint (no config.json, no {part}/{why}); {expected}")
+
+
 def read_config(path) -> dict:
     path = Path(path)
     cfg_file = path / "config.json"
@@ -96,21 +118,25 @@ def read_config(path) -> dict:
     return _migrate(config)
 
 
-def load_checkpoint(path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """`(model in eval mode, config)` from a checkpoint directory. Never unpickles."""
-    path = Path(path)
+def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """`(model in eval mode on the device map_location, config)` from a world-model checkpoint directory or a
+    `wm train --out` folder (`resolve_checkpoint`). Never unpickles, never fetches: every tensor, a frozen encoder's
+    too, comes from the checkpoint's model.safetensors."""
+    path = resolve_checkpoint(path, "model")
     config = read_config(path)
-    model = build_world_model(config["model"])
+    model = build_world_model(config["model"]).to(map_location)
     load_weights(model, path, map_location)
     return model.eval(), config
 
 
-def load_weights(model: torch.nn.Module, path, map_location: str = "cpu", new_parts: tuple[str, ...] = ()) -> None:
-    """Load `path/model.safetensors` into `model`; every parameter must be there except those of the submodules
-    named in `new_parts` (parts added to a checkpoint's model, e.g. a success head trained later)."""
+def load_weights(model: torch.nn.Module, path, map_location: str | torch.device = "cpu",
+                 new_parts: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """Load `path/model.safetensors` into `model` (its tensors read straight onto `map_location`); every parameter
+    must be there except those of the submodules named in `new_parts` (parts added to a checkpoint's model, e.g. a
+    success head trained later)."""
     path = Path(path)
     try:
-        state = load_file(str(path / "model.safetensors"), device=map_location)
+        state = load_file(str(path / "model.safetensors"), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise WMError(f"cannot read {path / 'model.safetensors'} ({e}); the checkpoint is damaged") from None
     missing, unexpected = model.load_state_dict(state, strict=False)

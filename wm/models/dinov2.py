@@ -5,7 +5,8 @@ tokens (or pool^2 after average pooling the patch grid), plus the CLS token firs
 ViT-S/14 (D = 384) patch tokens at 196 px (14 x 14 = 196 tokens) with inputs scaled to [-1, 1].
 
 Weights come from timm's pretrained source (network once) or a local file in Meta's, Hugging Face's or timm's
-layout (`wm.models.dinov2_weights`).
+layout (`wm.models.dinov2_weights`) when a world model is made; its checkpoint then holds the encoder's tensors and
+their hash (`weights_sha256` in the settings), so loading it reads neither the network nor that file.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class DinoV2Encoder(nn.Module):
     "half" = mean 0.5, std 0.5, i.e. [0, 1] -> [-1, 1], what DINO-WM used.
     weights: None tries timm's pretrained source (network, or timm's cache) and otherwise raises a WMError saying
     how to get a file; a path loads that file (`load_dinov2_weights`); "random" keeps a seeded random init that is NOT
-    a real encoder (tests and smoke runs only). Always in eval mode, no trainable parameters, forward under
+    a real encoder (tests and smoke runs only). weights_sha256: the hash of weights that the caller loads itself
+    (a world-model checkpoint's `model.safetensors` holds them): the architecture is built uninitialised and
+    `weights` is neither read nor fetched. Always in eval mode, no trainable parameters, forward under
     `torch.no_grad()` (not inference mode, so its outputs may feed a model that is being trained).
     """
 
@@ -56,6 +59,7 @@ class DinoV2Encoder(nn.Module):
         use_cls: bool = False,
         weights: str | Path | None = None,
         normalize: str = "imagenet",
+        weights_sha256: str | None = None,
     ):
         super().__init__()
         if variant not in DINOV2_VARIANTS:
@@ -73,7 +77,7 @@ class DinoV2Encoder(nn.Module):
         self.variant, self.image_size, self.grid = variant, image_size, grid
         self.pool, self.use_cls, self.normalize = pool, bool(use_cls), normalize
         self._weights = None if weights is None else str(weights)
-        self.model, self._weights_sha256 = self._build(weights)
+        self.model, self._weights_sha256 = self._build(weights, weights_sha256)
         self.model.requires_grad_(False)
         mean, std = NORMALIZATIONS[normalize]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -90,7 +94,8 @@ class DinoV2Encoder(nn.Module):
             raise WMError(f"bad DINOv2 encoder setting: {e}") from None
 
     def settings(self) -> dict:
-        """Every setting of this encoder (what `from_config` takes)."""
+        """Every setting of this encoder (what `from_config` takes), the weights' hash included: rebuilt from these,
+        the encoder expects its weights from the world model's checkpoint."""
         return {
             "variant": self.variant,
             "image_size": self.image_size,
@@ -98,11 +103,14 @@ class DinoV2Encoder(nn.Module):
             "use_cls": self.use_cls,
             "weights": self._weights,
             "normalize": self.normalize,
+            "weights_sha256": self._weights_sha256,
         }
 
-    def _build(self, weights: str | Path | None) -> tuple[nn.Module, str]:
+    def _build(self, weights: str | Path | None, weights_sha256: str | None) -> tuple[nn.Module, str]:
         name = DINOV2_VARIANTS[self.variant]
         kwargs = {"pretrained": False, "img_size": self.image_size, "num_classes": 0}
+        if weights_sha256 is not None:  # the checkpoint's tensors are loaded into it next
+            return skeleton(name, **kwargs), weights_sha256
         if isinstance(weights, str) and weights == "random":
             with torch.random.fork_rng(devices=[]):  # seeded, so "random" names one fixed set of weights
                 torch.manual_seed(0)

@@ -2,6 +2,8 @@
 
 - `LatentJudge`: the visual-latent MSE between the final observation and the goal under the checkpoint's encoder
   is below a threshold (default 1.0: on held-out PointMaze pairs 1% false successes, a quarter of true ones);
+- `SimJudge`: the simulated robot's own ground truth, the env's `is_success(state, goal)` on the final state, which
+  the robot reports as `sim_success` in every observation (`envs.robot.sim`); scripted runs need no operator;
 - `OperatorJudge`: a y/n answer on stdin (None when stdin is closed, which stops the run).
 """
 
@@ -23,6 +25,16 @@ class LatentJudge:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "threshold": self.threshold}
+
+
+class SimJudge:
+    kind = "sim"
+
+    def __call__(self, final_obs: dict, goal_obs: dict, episode: int) -> bool:
+        return bool(final_obs["sim_success"])
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "threshold": None}
 
 
 class OperatorJudge:

@@ -12,8 +12,13 @@ def latent_distance(model, obs: dict, goal_obs: dict) -> float:
     """Visual-latent MSE between an observation and the goal (the planners' default objective)."""
     import torch
 
+    from wm.device import module_device
+
     with torch.no_grad():
-        pair = {k: torch.as_tensor(np.stack([obs[k], goal_obs[k]]))[:, None] for k in ("rgb", "proprio")}
+        pair = {
+            k: torch.as_tensor(np.stack([obs[k], goal_obs[k]]), device=module_device(model))[:, None]
+            for k in ("rgb", "proprio")
+        }
         z = model.encode(pair)[..., : model.spec["visual_dim"]]  # (2, 1, N, Dv)
     return float(((z[0] - z[1]) ** 2).mean())
 

@@ -4,7 +4,8 @@ For each episode: the robot is reset to the goal's start state (simulated robots
 robots: the operator resets the scene and presses Enter), the controller is given the goal image, the control
 loop runs `budget` steps at `hz`, the final observation is recorded and the judge decides success (see
 `wm.validation.judges`). Simulated robots also report the env's own success flag; it is recorded as ground truth
-(`success`) and never reaches the controller.
+(`success`; the sim judge's verdict) and never reaches the controller, which is told, after every step, the action
+the robot actually sent (its optional `executed` hook).
 
 Written to the run's folder:
   store/               episode store (open with `wm info DIR/store`), one frame per step plus the final frame:
@@ -61,7 +62,8 @@ class Totals:
 class ValidationSession:
     """`ValidationSession(robot, controller, judge, out, budget, hz, keys, config).run(goals, episodes) -> results`.
 
-    `controller` meets `envs.robot.protocol.Controller`; `judge(final_obs, goal_obs, episode) -> bool | None`;
+    `controller` meets `envs.robot.protocol.Controller` (with an optional `executed(step, obs, sent)`, which the
+    control loop calls after every step); `judge(final_obs, goal_obs, episode) -> bool | None`;
     `keys` is the store layout (`recorder.store_keys`); `config` the run's public settings (no secrets), which
     name at least `robot`, `controller`, `checkpoint` and `episodes`; `model` (optional) records the latent goal
     distance of every frame."""
@@ -72,7 +74,8 @@ class ValidationSession:
         self.out, self.budget, self.hz, self.keys, self.config = Path(out), budget, hz, keys, config
         self.chunk = chunk
         self.has_truth = "sim_success" in robot.observation_features
-        self.loop = ControlLoop(robot, controller.act, hz, async_plan=async_plan, refill_at=max(1, chunk // 2))
+        executed = getattr(controller, "executed", None)  # the controller records what the robot really sent
+        self.loop = ControlLoop(robot, controller.act, hz, async_plan, refill_at=max(1, chunk // 2), executed=executed)
         self.totals = Totals()
         self.started = time.time()
 

@@ -1,0 +1,70 @@
+"""Envs from anywhere: `package.module:factory` references and the `wm.envs` entry-point group.
+
+An env reference names a callable that returns a gymnasium env:
+- `package.module:factory` (the module is imported; the current directory is searched too, as `python -m` does);
+- the name of an entry point in the group `ENTRY_POINT_GROUP` of an installed package, e.g. in its
+  pyproject.toml: `[project.entry-points."wm.envs"]` then `"mypkg/Arm-v0" = "mypkg.envs:make_arm"`.
+The factory is called as `factory(image_size=S)` when it takes an `image_size` keyword (or `**kwargs`), else with
+no arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+import gymnasium as gym
+
+from wm.errors import WMError
+
+ENTRY_POINT_GROUP = "wm.envs"
+
+
+def registered() -> dict[str, str]:
+    """`{name: "module:factory"}` of every installed `wm.envs` entry point (not loaded)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def is_reference(env_id: str) -> bool:
+    """Whether `env_id` is a `module:factory` reference or a `wm.envs` entry-point name."""
+    return ":" in env_id or env_id in registered()
+
+
+def load_factory(env_id: str) -> Callable[..., gym.Env]:
+    """The callable that `env_id` (an entry-point name or `module:factory`) names."""
+    target = registered().get(env_id, env_id)
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise WMError(f"env reference {target!r} is not module:factory; pass e.g. mypkg.envs:make_env")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise WMError(
+            f"cannot import {module_name!r} for --env {env_id} ({e}); install it or add it to PYTHONPATH"
+        ) from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise WMError(f"{module_name} has no callable {attr!r}; --env {env_id} must name a function returning an env")
+    return factory
+
+
+def make_from_reference(env_id: str, image_size: int) -> gym.Env:
+    """Call the factory that `env_id` names (with `image_size=` where it takes one); it must return a gym.Env."""
+    factory = load_factory(env_id)
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature: call them plainly
+        params = []
+    takes_size = any(p.name == "image_size" or p.kind is p.VAR_KEYWORD for p in params)
+    env = factory(image_size=image_size) if takes_size else factory()
+    if not isinstance(env, gym.Env):
+        raise WMError(f"--env {env_id} returned {type(env).__name__}, not a gymnasium Env; return the env itself")
+    return env

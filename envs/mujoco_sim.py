@@ -1,0 +1,127 @@
+"""The MuJoCo simulator inside a gymnasium env: found, its state saved and restored, and rendered at a chosen size.
+
+`find_simulator(env)` looks for an `(MjModel, MjData)` pair as `.model`/`.data` on `env.unwrapped` (gymnasium's
+`MujocoEnv`), or one attribute further down (`SIM_ATTRIBUTES`: `.sim`, `.env`, `.physics`, ...) for wrapper-style
+envs whose `unwrapped` holds the simulator instead of being one.
+States are float64 `[qpos, qvel, act, qacc_warmstart]`, `(nq + 2 nv + na,)` (`act` is empty in gymnasium's stock
+envs, so the layout matches the built-ins'): restoring one reproduces the next frames exactly (without the solver
+warm start a restored trajectory drifts by ~1e-16).
+`SimRenderer` draws `(S, S, 3)` uint8 frames with `mujoco.Renderer` from the env's own camera (gymnasium's
+`mujoco_renderer` settings) or a named/numbered one, with or without shadows: gymnasium renders at its own size
+(480 px) with shadows, which costs ~40x more per frame than 64 px without on the CPU renderer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from wm.errors import WMError
+
+SIM_ATTRIBUTES = ("sim", "env", "physics", "_env", "simulator", "_sim")
+"""Attributes of `env.unwrapped` searched for a `.model`/`.data` simulator when `unwrapped` is not one itself."""
+
+
+@dataclass
+class Simulator:
+    """A model and its data, and where they were found (e.g. `env.unwrapped.sim`)."""
+
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    where: str
+
+    @property
+    def state_dim(self) -> int:
+        return self.model.nq + 2 * self.model.nv + self.model.na
+
+    def get_state(self) -> np.ndarray:
+        """`(nq + 2 nv + na,)` float64: qpos, qvel, act, qacc_warmstart."""
+        d = self.data
+        return np.concatenate([d.qpos, d.qvel, d.act, d.qacc_warmstart]).astype(np.float64)
+
+    def set_state(self, state) -> None:
+        """Restore a vector from `get_state` (then `mj_forward`, so positions derived from it are current)."""
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (self.state_dim,) or not np.all(np.isfinite(state)):
+            raise WMError(
+                f"state must be {self.state_dim} finite numbers for the simulator at {self.where}, got {state.size}; "
+                "pass a vector from env.get_state()"
+            )
+        nq, nv, na = self.model.nq, self.model.nv, self.model.na
+        d = self.data
+        d.qpos[:], d.qvel[:] = state[:nq], state[nq : nq + nv]
+        d.act[:], d.qacc_warmstart[:] = state[nq + nv : nq + nv + na], state[nq + nv + na :]
+        mujoco.mj_forward(self.model, d)
+
+    def qpos(self, state) -> np.ndarray:
+        """The positions `(nq,)` of a state vector."""
+        return np.asarray(state, dtype=np.float64).reshape(-1)[: self.model.nq]
+
+
+def _pair(obj) -> tuple[mujoco.MjModel, mujoco.MjData] | None:
+    model, data = getattr(obj, "model", None), getattr(obj, "data", None)
+    if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
+        return model, data
+    return None
+
+
+def find_simulator(env: gym.Env) -> Simulator | None:
+    """The MuJoCo simulator of `env` (on `env.unwrapped`, or one of its `SIM_ATTRIBUTES`), or None."""
+    raw = env.unwrapped
+    found = _pair(raw)
+    if found is not None:
+        return Simulator(*found, where="env.unwrapped")
+    for name in SIM_ATTRIBUTES:
+        found = _pair(getattr(raw, name, None))
+        if found is not None:
+            return Simulator(*found, where=f"env.unwrapped.{name}")
+    return None
+
+
+def _camera(sim: Simulator, raw, camera: str | int | None) -> mujoco.MjvCamera:
+    """`camera` (a name or id in the model) as a fixed camera; None: the env's own camera (gymnasium's
+    `mujoco_renderer.camera_id` and `default_cam_config` over gymnasium's framing of the scene)."""
+    cam = mujoco.MjvCamera()
+    if camera is None:
+        cam.lookat[:] = np.median(sim.data.geom_xpos, axis=0)  # framed as gymnasium's viewer frames it
+        cam.distance = sim.model.stat.extent
+        own = getattr(raw, "mujoco_renderer", None)
+        for key, value in (getattr(own, "default_cam_config", None) or {}).items():
+            if isinstance(value, np.ndarray):
+                getattr(cam, key)[:] = value
+            else:
+                setattr(cam, key, value)
+        camera_id = getattr(own, "camera_id", -1)
+        camera_id = -1 if camera_id is None else camera_id
+    elif isinstance(camera, str):
+        camera_id = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    else:
+        camera_id = int(camera)
+    if camera is not None and not 0 <= camera_id < sim.model.ncam:
+        names = [sim.model.camera(i).name for i in range(sim.model.ncam)]
+        raise WMError(f"camera {camera!r} is not in the model (cameras: {names or 'none'}); pass one of them or None")
+    if camera_id >= 0:
+        cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, camera_id
+    return cam
+
+
+class SimRenderer:
+    """Square frames `(size, size, 3)` uint8 of a simulator from one camera, shadows on or off."""
+
+    def __init__(self, sim: Simulator, raw, size: int, camera: str | int | None = None, shadows: bool = False):
+        self.sim = sim
+        self.camera = _camera(sim, raw, camera)
+        vis = sim.model.vis.global_
+        vis.offwidth, vis.offheight = max(vis.offwidth, size), max(vis.offheight, size)
+        self.renderer = mujoco.Renderer(sim.model, size, size)
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = shadows
+
+    def render(self) -> np.ndarray:
+        self.renderer.update_scene(self.sim.data, camera=self.camera)
+        return self.renderer.render().copy()
+
+    def close(self) -> None:
+        self.renderer.close()

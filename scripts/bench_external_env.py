@@ -1,0 +1,112 @@
+"""Benchmark: the README's Python quick start on an external env (gymnasium Reacher-v5 via `envs.reacher`).
+
+Collects smooth random-torque episodes (`--policy smooth`: AR(1) actions, the arm sweeps its whole reach), trains
+a JEPA world model for at most `--train-minutes`, runs `wm plan` (iCEM) toward 50 held-out goals 25 steps ahead in a
+50-step budget, then zero actions and uniform random actions on the same start/goal pairs. Prints JSON: success
+rates with 95% intervals, final fingertip distances, seconds per stage. `--render-only` instead times one frame of
+Reacher-v5 as gymnasium draws it (480 px, shadows) and as the adapter draws it (64 px, no shadows).
+
+    python scripts/bench_external_env.py --out runs/bench_reacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import envs  # noqa: F401  (first: the GL/LLVM load order)
+from envs.reacher import make_reacher
+from envs.registry import make_env
+from policies.evaluation import ZeroActions, rate
+from wm.api import collect, plan, train
+from wm.evaluation.closed_loop import run_goal_episodes
+from wm.goals import dataset_goals
+from wm.models.checkpoint import load_checkpoint
+
+ENV = "envs.reacher:make_reacher"
+
+
+class RandomActions(ZeroActions):
+    """Uniform random actions in [-1, 1], one draw per env and step."""
+
+    def __init__(self, action_dim: int, seed: int):
+        super().__init__(action_dim)
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, (self.batch, self.action_dim)).astype(np.float32)
+
+
+def frame_ms(adapter, frames: int = 50) -> float:
+    adapter.reset(seed=0)
+    adapter.render()
+    started = time.perf_counter()
+    for _ in range(frames):
+        adapter.render()
+    return round((time.perf_counter() - started) / frames * 1000, 2)
+
+
+def render_costs() -> dict:
+    from envs.adapter import GymImageAdapter
+
+    return {
+        "gymnasium_480px_shadows_ms": frame_ms(GymImageAdapter("Reacher-v5", 480)),
+        "adapter_480px_shadows_ms": frame_ms(GymImageAdapter("Reacher-v5", 480, render_size=480, shadows=True)),
+        "adapter_64px_no_shadows_ms": frame_ms(make_reacher(64)),
+        "gymnasium_480px_resized_to_64px_ms": frame_ms(GymImageAdapter("Reacher-v5", 64)),
+    }
+
+
+def baselines(checkpoint: str, episodes: int, seed: int) -> dict:
+    """Zero and random actions on the start/goal pairs `wm plan` drew (same seed, same store)."""
+    _, config = load_checkpoint(checkpoint, "cpu")
+    rng = np.random.default_rng(seed)
+    pairs = dataset_goals(config["data"]["store"], config, episodes, 25, rng)
+    envs_ = [make_env(ENV, 64, 51).unwrapped for _ in pairs]
+    out = {}
+    for name, controller in (("zero_actions", ZeroActions(2)), ("random_actions", RandomActions(2, seed))):
+        run = run_goal_episodes(envs_, pairs, controller, 50, videos=0, desc=name)
+        out[name] = {**rate(run.success), "median_distance_m": round(float(np.median(run.distance)), 4)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench_reacher")
+    parser.add_argument("--episodes", type=int, default=300, help="collected episodes (50 steps each)")
+    parser.add_argument("--train-minutes", type=float, default=5.0)
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    if args.render_only:
+        print(json.dumps(render_costs(), indent=2))
+        return
+    out, seconds = Path(args.out), {}
+    started = time.time()
+    # --- the README's quick start, with the benchmark's sizes ---
+    store = collect(ENV, str(out / "data"), episodes=args.episodes, workers=2)
+    seconds["collect"] = round(time.time() - started, 1)
+    checkpoint = train(store, str(out / "wm"), steps=20000, time_limit_s=int(args.train_minutes * 60))
+    seconds["train"] = round(time.time() - started - sum(seconds.values()), 1)
+    results = plan(checkpoint, ENV, str(out / "plan"), episodes=50, planner="icem")
+    seconds["plan"] = round(time.time() - started - sum(seconds.values()), 1)
+    report = {
+        "env": ENV,
+        "episodes_collected": args.episodes,
+        "mpc": {
+            "success_rate": results["success_rate"],
+            "95ci": results["success_95ci"],
+            "median_distance_m": round(results["final_distance"]["median"], 4),
+            "replan_latency_s": results["replan_latency_s"],
+        },
+        **baselines(checkpoint, 50, 0),
+        "seconds": {**seconds, "total": round(time.time() - started, 1)},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

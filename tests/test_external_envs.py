@@ -1,0 +1,128 @@
+"""Envs from anywhere: `--env module:factory`, `wm.envs` entry points, envs that already meet the contract, and
+wrapper-style envs whose MuJoCo simulator is an attribute of `env.unwrapped`; collect -> train -> `wm plan` on one."""
+
+import json
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from envs.adapter import GymImageAdapter
+from envs.registry import default_episode_steps, list_entry_points, make_env, meets_contract
+from wm.app.cli import main
+from wm.errors import WMError
+
+TINY = {"encoder.width": 32, "encoder.depth": 1, "encoder.heads": 2, "encoder.out_dim": 16, "predictor.dim": 32,
+        "predictor.depth": 1, "predictor.heads": 2, "batch_size": 4, "frameskip": 2, "num_hist": 1, "val_every": 2,
+        "val_batches": 1, "warmup_steps": 1}  # fmt: skip
+"""A world model small enough to train a few steps in seconds (`key=value` overrides of `wm train`)."""
+TINY_ARGS = [f"{k}={v}" for k, v in TINY.items()]
+
+
+def plain_pendulum() -> gym.Env:
+    """A stock gymnasium MuJoCo env, nothing else: the engine adapts it (MuJoCo state hooks found, no success)."""
+    return gym.make("InvertedPendulum-v5", render_mode="rgb_array", max_episode_steps=40)
+
+
+class Holder(gym.Env):
+    """A wrapper-style env: `unwrapped` is this class, which is no MujocoEnv; the simulator is its `.sim`."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+
+    def __init__(self):
+        self.sim = gym.make("InvertedPendulum-v5", render_mode="rgb_array").unwrapped
+        self.observation_space, self.action_space = self.sim.observation_space, self.sim.action_space
+        self.render_mode = "rgb_array"
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.sim.reset(seed=seed)
+
+    def step(self, action):
+        return self.sim.step(action)
+
+    def render(self):
+        return self.sim.render()
+
+
+def contract_env(image_size: int = 64) -> GymImageAdapter:
+    """A factory that returns an env already meeting the contract (it must not be wrapped again)."""
+    return GymImageAdapter(plain_pendulum(), image_size, render_size=image_size)
+
+
+def test_factories_are_used_as_they_are_or_adapted():
+    env = make_env("test_external_envs:contract_env", 32)
+    assert isinstance(env, gym.wrappers.TimeLimit) and type(env.env) is GymImageAdapter  # not adapted twice
+    assert env._max_episode_steps == 40 == default_episode_steps("test_external_envs:contract_env")
+    plain = make_env("test_external_envs:plain_pendulum", 32)
+    assert meets_contract(plain) and plain.unwrapped.has_state and not plain.unwrapped.has_success
+    assert plain.reset(seed=0)[0]["rgb"].shape == (32, 32, 3)
+    with pytest.raises(WMError, match="cannot import"):
+        make_env("no_such_module_xyz:make")
+    with pytest.raises(WMError, match="no callable"):
+        make_env("test_external_envs:missing")
+
+
+def test_entry_points_are_listed_and_made(tmp_path, monkeypatch, capsys):
+    dist = tmp_path / "wm_fake_envs-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wm-fake-envs\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[wm.envs]\nfake/Pendulum-v0 = test_external_envs:contract_env\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"id": "fake/Pendulum-v0", "factory": "test_external_envs:contract_env"} in list_entry_points()
+    assert type(make_env("fake/Pendulum-v0", 32).unwrapped) is GymImageAdapter
+    assert main(["envs"]) == 0
+    printed = capsys.readouterr().out
+    assert "fake/Pendulum-v0" in printed and "module:factory" in printed
+
+
+def test_wrapper_style_env_finds_its_simulator():
+    adapter = GymImageAdapter(Holder(), 32, render_size=32)
+    assert adapter.has_state
+    adapter.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (5, 1))
+    state = adapter.get_state()
+    first = [adapter.step(a)[0]["rgb"] for a in actions]
+    adapter.reset(seed=1, options={"state": state})
+    assert all(np.array_equal(f, adapter.step(a)[0]["rgb"]) for f, a in zip(first, actions, strict=True))
+
+
+def test_env_without_a_simulator_names_the_hook_to_pass():
+    class Opaque(Holder):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.sim = self.sim, None
+
+    adapter = GymImageAdapter(Opaque(), 32)
+    with pytest.raises(WMError, match=r"\.sim.*pass get_state="):
+        adapter.get_state()
+    with pytest.raises(WMError, match="render_size/camera/shadows need a MuJoCo env"):
+        GymImageAdapter(Opaque(), 32, shadows=True)
+
+
+def collect_train_plan(tmp_path, env: str, episodes: int, steps: int, policy: str, plan: list[str]) -> dict:
+    """`wm collect` -> `wm train` (2 steps of `TINY`) -> `wm plan` from the CLI; the plan's results.json."""
+    store, run = str(tmp_path / "data"), str(tmp_path / "wm")
+    argv = ["collect", "--env", env, "--episodes", str(episodes), "--steps", str(steps), "--policy", policy]
+    assert main([*argv, "--workers", "1", "--out", store]) == 0
+    assert main(["train", "--data", store, "--model", "jepa", "--out", run, "--steps", "2", *TINY_ARGS]) == 0
+    argv = ["plan", "--checkpoint", run, "--env", env, "--episodes", "2", "--samples", "8", "--elites", "2"]
+    assert main([*argv, *plan, "--iterations", "1", "--device", "cpu", "--out", str(tmp_path / "plan")]) == 0
+    return json.loads((tmp_path / "plan" / "results.json").read_text())
+
+
+def test_collect_train_plan_on_a_factory_env(tmp_path):
+    plan = ["--budget", "4", "--goal-offset", "6", "--horizon", "2"]
+    results = collect_train_plan(tmp_path, "envs.reacher:make_reacher", 4, 20, "smooth", plan)
+    assert results["success_judged"] is True and results["episodes"] == 2
+    assert all(np.isfinite(e["distance"]) for e in results["per_episode"])
+
+
+def test_plan_without_a_success_hook_reports_distances_only(tmp_path):
+    plan = ["--budget", "2", "--goal-offset", "2", "--horizon", "1"]
+    results = collect_train_plan(tmp_path, "test_external_envs:plain_pendulum", 4, 12, "random", plan)
+    assert results["success_judged"] is False and results["success_rate"] is None
+    assert "not judged" in results["note"] and np.isfinite(results["final_distance"]["mean"])
