@@ -17,15 +17,18 @@ because held saturated actions exploit the model's ignorance of walls. Off by de
 With `bf16=True` the world model's rollouts and the objective run under bfloat16 autocast (costs come back in fp32);
 on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32.
 
-`MPCConfig` holds the settings `wm plan` and `wm validate` share; `build_mpc(model, cfg, seed)` makes the controller
-they describe, and `RobotMPC` drives one robot with it (the robot control loop's `Controller` interface).
+`MPCConfig` holds the settings `wm plan` and `wm validate` share; a checkpoint may carry a planning preset of them
+(its config's `"plan"` entry, e.g. Wall's `{"hold_in_block": true, "iterations": 20}`), which `with_preset` applies
+under the settings given explicitly. `build_mpc(model, cfg, seed)` makes the controller they describe, and `RobotMPC`
+drives one robot with it (the robot control loop's `Controller` interface).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -36,10 +39,13 @@ from planners.registry import planner_from_budget
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
 
+log = logging.getLogger("wm.plan")
+
 
 @dataclass
 class MPCConfig:
-    """Planner, search budget, objective and replanning of an MPC controller (the CLI flags of the same names)."""
+    """Planner, search budget, objective and replanning of an MPC controller (the CLI flags of the same names).
+    A setting set to None is not given: `with_preset` takes it from the checkpoint's preset, else the default here."""
 
     planner: str = "cem"
     samples: int = 300
@@ -52,6 +58,22 @@ class MPCConfig:
     proprio_weight: float = 10.0
     proprio_mode: str = "last"  # the proprio term on the last imagined frame only: end the horizon at the goal
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
+
+
+def with_preset(cfg: MPCConfig, preset: dict) -> MPCConfig:
+    """`cfg` with each setting it leaves None taken from `preset` (a checkpoint's `"plan"` entry), else from the
+    defaults: explicit settings win over the preset, the preset over the defaults. Logs the preset settings used."""
+    names = [f.name for f in fields(MPCConfig)]
+    unknown = sorted(set(preset) - set(names))
+    if unknown:
+        raise WMError(f"the checkpoint's planning preset has unknown setting(s) {', '.join(unknown)}; known: "
+                      f"{', '.join(names)}")  # fmt: skip
+    used = {k: v for k, v in preset.items() if getattr(cfg, k) is None}
+    if used:
+        log.info("planning preset from the checkpoint: %s", " ".join(f"{k}={v}" for k, v in used.items()))
+    default = MPCConfig()
+    given = {n: getattr(cfg, n) for n in names}
+    return MPCConfig(**{n: preset.get(n, getattr(default, n)) if v is None else v for n, v in given.items()})
 
 
 def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu") -> MPCController:

@@ -22,7 +22,7 @@ from wm.errors import WMError
 from wm.evaluation.closed_loop import run_goal_episodes, run_imagined_episodes
 from wm.evaluation.media import summary_figure, write_episode_videos
 from wm.evaluation.metrics import percentiles, wilson_interval
-from wm.goals import dataset_goals
+from wm.goals import dataset_goals, goal_store
 from wm.imagine import ImaginedVectorEnv, StoreStarts
 
 
@@ -59,10 +59,11 @@ def act_on_latents(policy, generator: torch.Generator):
     return act
 
 
-def held_out_problems(model, wm_config: dict, env_id: str, store, episodes: int, budget: int, goal_offset: int,
-                      seed: int):  # fmt: skip
-    """`(envs, pairs)`: one unwrapped env per start/goal pair of the held-out episodes of `store`, the starts at
-    least a world-model history into their episode, pairs solved at the start redrawn."""
+def held_out_problems(model, wm_config: dict, env_id: str, data, scratch, episodes: int, budget: int,
+                      goal_offset: int, seed: int):  # fmt: skip
+    """`(envs, pairs, goals)`: one unwrapped env per start/goal pair of held-out episodes, the starts at least a
+    world-model history into their episode, pairs solved at the start redrawn; `goals` is `wm.goals.goal_store`'s
+    account of their store (`data`, else the training store, else fresh episodes collected into `scratch`)."""
     trained_on = wm_config["data"]["spec"]["env"]["id"]
     if trained_on != env_id:
         raise WMError(f"the policy's world model was trained on {trained_on}, not {env_id}; pass --env {trained_on}")
@@ -71,9 +72,10 @@ def held_out_problems(model, wm_config: dict, env_id: str, store, episodes: int,
     require_state_hooks(envs[0], env_id, "policy evaluation")
     solved = envs[0].is_success if getattr(envs[0], "has_success", True) else None
     min_start = (spec["num_hist"] - 1) * spec["frameskip"]
+    goals = goal_store(wm_config, data, scratch, episodes, goal_offset, seed, min_start)
     rng = np.random.default_rng(seed)
-    pairs = dataset_goals(store, wm_config, episodes, goal_offset, rng, min_start, solved=solved)
-    return envs, pairs
+    pairs = dataset_goals(goals["store"], wm_config, episodes, goal_offset, rng, min_start, solved=solved)
+    return envs, pairs, goals
 
 
 def evaluate_policy(policy, model, envs, pairs, store, budget: int, goal_offset: int, imagined: bool = False,

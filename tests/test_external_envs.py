@@ -91,11 +91,6 @@ def test_wrapper_style_env_finds_its_simulator():
 
 
 def test_env_without_a_simulator_names_the_hook_to_pass():
-    class Opaque(Holder):
-        def __init__(self):
-            super().__init__()
-            self.hidden, self.sim = self.sim, None
-
     adapter = GymImageAdapter(Opaque(), 32)
     with pytest.raises(WMError, match=r"\.sim.*pass get_state="):
         adapter.get_state()
@@ -126,3 +121,42 @@ def test_plan_without_a_success_hook_reports_distances_only(tmp_path):
     results = collect_train_plan(tmp_path, "test_external_envs:plain_pendulum", 4, 12, "random", plan)
     assert results["success_judged"] is False and results["success_rate"] is None
     assert "not judged" in results["note"] and np.isfinite(results["final_distance"]["mean"])
+
+
+def test_a_factory_env_serves_as_a_simulated_robot():
+    from envs.robot.sim import SimRobot
+
+    robot = SimRobot("envs.reacher:make_reacher", image_size=32)
+    robot.connect()
+    try:
+        obs = robot.get_observation()
+        assert obs["rgb"].shape == (32, 32, 3) and robot.observation_features["proprio"].shape == (6,)
+        state = obs["sim_state"].copy()
+        moved = robot.send_action(np.ones(2, np.float32))
+        assert moved.shape == (2,) and not np.array_equal(robot.get_observation()["sim_state"], state)
+        robot.reset({"state": state})
+        np.testing.assert_allclose(robot.get_observation()["sim_state"], state)
+    finally:
+        robot.disconnect()
+
+
+def test_a_robot_needs_state_hooks():
+    from envs.robot.sim import SimRobot
+
+    robot = SimRobot("tests.test_external_envs:stateless", image_size=32)
+    with pytest.raises(WMError, match="state hooks"):
+        robot.connect()
+    assert not robot.is_connected
+
+
+class Opaque(Holder):
+    """A wrapper-style env that hides its simulator where the adapter does not look."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.sim = self.sim, None
+
+
+def stateless(image_size: int = 64) -> GymImageAdapter:
+    """An env that renders but cannot save or restore its state."""
+    return GymImageAdapter(Opaque(), image_size)

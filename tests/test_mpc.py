@@ -94,6 +94,27 @@ def test_wm_plan_cli_writes_results_and_refuses_bad_settings_without_leaving_fil
     results = json.loads((out / "results.json").read_text())
     assert results["episodes"] == 2 and results["config"]["elites"] == 5 and results["replan_latency_s"]["n"] == 2
     assert (out / "episode_0.mp4").is_file() and (out / "summary.png").is_file()
+    # Wall's planning preset (hold_in_block, 20 iterations) fills what the flags leave out; the flags win
+    assert results["config"]["hold_in_block"] and results["config"]["iterations"] == 2
+    assert results["config"]["plan_preset"] == {"hold_in_block": True, "iterations": 20}
+    assert main([*argv[:-1], str(tmp_path / "off"), "--no-hold-in-block"]) == 0
+    assert not json.loads((tmp_path / "off" / "results.json").read_text())["config"]["hold_in_block"]
+
+
+def test_a_planning_preset_fills_only_the_settings_not_given():
+    import pytest
+
+    from planners.mpc import MPCConfig, with_preset
+    from wm.errors import WMError
+
+    unset = MPCConfig(**{name: None for name in MPCConfig.__dataclass_fields__})
+    assert with_preset(unset, {}) == MPCConfig()  # no preset: the defaults, as before presets
+    preset = {"hold_in_block": True, "iterations": 20}
+    assert with_preset(unset, preset) == MPCConfig(hold_in_block=True, iterations=20)
+    given = MPCConfig(**{**vars(unset), "iterations": 3, "hold_in_block": False})
+    assert with_preset(given, preset) == MPCConfig(iterations=3)
+    with pytest.raises(WMError, match="unknown setting"):
+        with_preset(unset, {"iteration": 20})
 
 
 def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():

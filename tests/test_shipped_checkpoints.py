@@ -1,7 +1,8 @@
 """The checkpoints shipped in checkpoints/ load without training: the JEPA world models predict fresh episodes of
 their env better than copying the last frame (episodes collected here with a seed the checkpoints never saw), and
 the policies load with the world model they name (checked by hash) and act within their env's bounds, the DSRL
-ones on a base that is the shipped diffusion policy bit for bit."""
+ones on a base that is the shipped diffusion policy bit for bit. No shipped config names a path of the machine that
+made it, and a planning preset names only MPC settings."""
 
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from envs.collector import collect
+from planners.mpc import MPCConfig, with_preset
 from policies.checkpoint import load_policy
 from wm.models.checkpoint import load_checkpoint
 
@@ -18,6 +20,29 @@ ROOT = Path(__file__).parent.parent
 SHIPPED = sorted(p for p in (ROOT / "checkpoints").iterdir() if (p / "config.json").is_file())
 POLICIES = [p for p in SHIPPED if "policy" in json.loads((p / "config.json").read_text())]
 MODELS = [p for p in SHIPPED if p not in POLICIES]
+
+
+def strings(value):
+    """Every string in a JSON value."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_name_no_absolute_path(path):
+    config = json.loads((path / "config.json").read_text())
+    assert [s for s in strings(config) if s.startswith("/")] == []
+
+
+def test_planning_presets_name_mpc_settings_and_wall_holds_its_actions_in_blocks():
+    presets = {p.name: json.loads((p / "config.json").read_text()).get("plan", {}) for p in MODELS}
+    for preset in presets.values():
+        with_preset(MPCConfig(), preset)  # unknown settings are a WMError
+    assert presets["jepa-wall"] == {"hold_in_block": True, "iterations": 20}
+    assert presets["jepa-pointmaze"] == presets["jepa-pusht"] == {}
 
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])

@@ -28,8 +28,9 @@ def train(store: str, out: str, steps: int, model: str = "jepa", **overrides) ->
 
 def plan(checkpoint: str, env: str, out: str, episodes: int = 50, **options) -> dict:
     """`wm plan`: MPC toward held-out goal images in `env`; returns `results.json`. `options` are `PlanConfig`
-    fields (budget, goal_offset, seed, videos, device) or `MPCConfig` fields (planner, samples, iterations, ...)."""
+    fields (budget, goal_offset, seed, videos, device) or `MPCConfig` fields (planner, samples, iterations, ...);
+    MPC settings not given come from the checkpoint's planning preset, else the defaults."""
     mpc_fields = MPCConfig.__dataclass_fields__
-    mpc = MPCConfig(**{k: v for k, v in options.items() if k in mpc_fields})
+    mpc = MPCConfig(**{k: options.get(k) for k in mpc_fields})
     top = {k: v for k, v in options.items() if k not in mpc_fields}
     return run_plan(PlanConfig(checkpoint=checkpoint, env=env, out=out, episodes=episodes, mpc=mpc, **top))

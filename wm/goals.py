@@ -4,13 +4,16 @@ A pair is `{"start": state | None, "goal": state | None, "goal_obs": {"rgb": (H,
 "source": {...}}`: simulator states where they exist (the env resets to `start` and judges success against
 `goal`), and the observation at the goal, which is all a controller ever sees of it. Sources:
 - `dataset_goals`: held-out episodes of a store; start at time t, goal the observation at t + offset (the
-  stable-worldmodel protocol: goal 25 env steps ahead);
+  stable-worldmodel protocol: goal 25 env steps ahead); `goal_store` says which store (the one given, the
+  checkpoint's training store, or, where that is not on this machine, expert episodes collected for the run);
 - `random_goals`: an env reset and a goal state drawn by the env;
 - `file_goals`: an .npz of goal observations (and optional states) recorded on a robot.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,40 @@ import numpy as np
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
 from wm.evaluation.splits import held_out_episodes
+
+log = logging.getLogger("wm.goals")
+FRESH_GOAL_STREAM = 0x60A15  # mixed into --seed: fresh goal episodes never replay a `wm collect --seed N` episode
+
+
+def goal_store(config: dict, data, scratch, episodes: int, goal_offset: int, seed: int, min_start: int = 0) -> dict:
+    """Where the dataset goals of a run come from, as its report says: `{"store": path, "source": ...}`.
+
+    `data` when given (`"source": "data"`); else the checkpoint's (`config`) training store when it is on this
+    machine (`"training store"`: its validation episodes are the held-out ones); else, as for a shipped checkpoint
+    on a fresh clone, `episodes` noisy-expert episodes of the checkpoint's env, image size and episode length,
+    collected now into the new store `scratch` (`"fresh"`), seeded from `seed` apart from any `wm collect` seed:
+    never trained on, so every one of them is held out."""
+    named = config["data"]["store"]
+    if data is not None or Path(named).is_dir():
+        return {"store": str(data if data is not None else named), "source": "data" if data is not None else
+                "training store"}  # fmt: skip
+    from envs.registry import is_builtin
+    from wm.data.collection import CollectConfig, run_collect
+
+    env = config["data"]["spec"]["env"]
+    if not is_builtin(env["id"]):
+        raise WMError(f"the checkpoint's store {named} is not here and {env['id']} has no scripted expert to "
+                      f"collect goals with; pass --data STORE of {env['id']}")  # fmt: skip
+    if env["episode_steps"] <= goal_offset + min_start:
+        raise WMError(f"{env['id']} episodes last {env['episode_steps']} steps, too few for goals {goal_offset} "
+                      f"steps ahead (+ {min_start}); lower --goal-offset")  # fmt: skip
+    fresh_seed = int(np.random.SeedSequence([seed, FRESH_GOAL_STREAM]).generate_state(1)[0])
+    log.info("goals: the checkpoint's training store %s is not here; collecting %d fresh expert episodes into %s "
+             "(never trained on: all held out)", named, episodes, scratch)  # fmt: skip
+    run_collect(CollectConfig(env["id"], episodes, str(scratch), seed=fresh_seed, workers=min(2, os.cpu_count() or 1),
+                              steps=env["episode_steps"], image_size=env["image_size"]))  # fmt: skip
+    return {"store": str(scratch), "source": "fresh", "episodes": episodes, "policy": "expert", "seed": fresh_seed,
+            "held_out": "all: collected for this run, never trained on", "missing_store": named}  # fmt: skip
 
 
 def dataset_goals(

@@ -55,28 +55,29 @@ def _config_from_args(cls, args: argparse.Namespace, **overrides):
 
 
 def _add_mpc_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of `planners.mpc.MPCConfig`: planner, search budget, objective, replanning."""
-    p.add_argument("--planner", default="cem", choices=("cem", "icem", "mppi", "cmaes", "gradient"))
-    p.add_argument("--samples", type=_positive_int, default=300)
-    p.add_argument("--iterations", type=_positive_int, default=10)
-    p.add_argument("--elites", type=_positive_int, default=30, help="CEM/iCEM elites (at most --samples)")
-    p.add_argument("--hold-in-block", action="store_true", help="plan one env action per frameskip block")
-    p.add_argument("--horizon", type=_positive_int, default=8, help="planning horizon in world-model steps")
-    p.add_argument("--replan-every", type=_positive_int, default=1, help="world-model steps executed per plan")
-    p.add_argument("--proprio-weight", type=float, default=10.0, help="weight of the proprio term in the objective")
+    """The flags of `planners.mpc.MPCConfig`: planner, search budget, objective, replanning. Each defaults to None
+    (not given), so the checkpoint's planning preset, else the `MPCConfig` default, fills it (`with_preset`)."""
+    on_off = argparse.BooleanOptionalAction
+    p.add_argument("--planner", choices=("cem", "icem", "mppi", "cmaes", "gradient"), help="default cem")
+    p.add_argument("--samples", type=_positive_int, help="candidates per iteration (default 300)")
+    p.add_argument("--iterations", type=_positive_int, help="planner iterations per replan (default 10)")
+    p.add_argument("--elites", type=_positive_int, help="CEM/iCEM elites, at most --samples (default 30)")
+    p.add_argument("--hold-in-block", action=on_off, help="plan one env action per frameskip block (default off)")
+    p.add_argument("--horizon", type=_positive_int, help="planning horizon in world-model steps (default 8)")
+    p.add_argument("--replan-every", type=_positive_int, help="world-model steps executed per plan (default 1)")
+    p.add_argument("--proprio-weight", type=float, help="weight of the proprio term in the objective (default 10)")
     p.add_argument(
         "--objective-mode",
-        default="weighted",
         choices=("last", "all", "weighted"),
-        help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end",
+        help="goal distance of the last imagined frame, the mean over the horizon, or weighted toward the end "
+        "(default weighted)",
     )
     p.add_argument(
         "--proprio-mode",
-        default="last",
         choices=("last", "all", "weighted"),
         help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
     )
-    p.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    p.add_argument("--bf16", action=on_off, help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
 
 
 def _add_device_flag(p: argparse.ArgumentParser) -> None:

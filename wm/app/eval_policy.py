@@ -1,10 +1,11 @@
 """`wm eval-policy`: a policy toward goal images in the real env, judged by the env, as `wm plan` judges MPC.
 
 Goals are held-out states 25 env steps ahead (the world model's held-out episodes of its training store, or of
-`--data`), starting at least a world-model history into their episode; pairs already solved at the start are
-redrawn. Each episode runs exactly `--budget` env steps; the env judges success. The same start/goal pairs run
-with zero actions (the trivial baseline) and, with `--imagined`, inside the world model (`wm.imagine`: the same
-real history before the start, the same goal, the same number of blocks, the success head as the judge): the gap
+`--data`; where neither is on this machine, expert episodes collected for the run into `OUT/goal_store`, all held
+out: `wm.goals.goal_store`), starting at least a world-model history into their episode; pairs already solved at
+the start are redrawn. Each episode runs exactly `--budget` env steps; the env judges success. The same start/goal
+pairs run with zero actions (the trivial baseline) and, with `--imagined`, inside the world model (`wm.imagine`: the
+same real history before the start, the same goal, the same number of blocks, the success head as the judge): the gap
 between imagined and real success says how far to trust refinement in imagination. Writes `results.json`
 (success rates with 95% Wilson intervals, distances, per-episode outcomes, config), videos (real | imagined |
 goal) and `summary.png` (`policies.evaluation`). The policy and its world model run on `--device`; `--policy` (and
@@ -27,7 +28,7 @@ class EvalPolicyConfig:
     episodes: int = 100
     budget: int = 50
     goal_offset: int = 25
-    data: str | None = None  # goal store (default: the world model's training store)
+    data: str | None = None  # goal store (default: the world model's training store, else fresh episodes)
     world_model: str | None = None  # default: the one the policy names
     imagined: bool = False
     stochastic: bool = False  # sample a Gaussian policy's actions instead of acting with its mean
@@ -46,14 +47,13 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict:
     if cfg.imagined and model.success_mode is None:
         raise WMError("--imagined needs a world model with a success head to judge imagined episodes")
     out = require_empty_dir(cfg.out, "results")
-    store = cfg.data or wm_config["data"]["store"]
-    envs, pairs = held_out_problems(model, wm_config, cfg.env, store, cfg.episodes, cfg.budget, cfg.goal_offset,
-                                    cfg.seed)  # fmt: skip
-    results, media = evaluate_policy(policy, model, envs, pairs, store, cfg.budget, cfg.goal_offset, cfg.imagined,
-                                     cfg.seed, cfg.stochastic, cfg.goal_velocity, cfg.videos)  # fmt: skip
+    envs, pairs, goals = held_out_problems(model, wm_config, cfg.env, cfg.data, out / "goal_store", cfg.episodes,
+                                           cfg.budget, cfg.goal_offset, cfg.seed)  # fmt: skip
+    results, media = evaluate_policy(policy, model, envs, pairs, goals["store"], cfg.budget, cfg.goal_offset,
+                                     cfg.imagined, cfg.seed, cfg.stochastic, cfg.goal_velocity, cfg.videos)  # fmt: skip
     results = {"env": cfg.env, "policy": cfg.policy, "world_model": config["world_model"], **results,
-               "config": asdict(cfg)}  # fmt: skip
-    write_report(out, results, media, pairs)  # only now: a run that failed leaves nothing behind
+               "goals": goals, "config": asdict(cfg)}  # fmt: skip
+    write_report(out, results, media, pairs)  # only now: a failed run leaves nothing behind (but fresh goals)
     for env in envs:
         env.close()
     return results

@@ -2,7 +2,9 @@
 
 Goals (`--goal-source`):
   dataset  start at the state of a held-out episode at time t; the goal is the observation at t + offset (the
-           stable-worldmodel protocol: goal 25 env steps ahead, 50-step budget by default);
+           stable-worldmodel protocol: goal 25 env steps ahead, 50-step budget by default); where neither `--data`
+           nor the checkpoint's training store is on this machine (a shipped checkpoint on a fresh clone), from
+           expert episodes collected for the run into `OUT/goal_store`, all held out (`wm.goals.goal_store`);
   random   a random start (env reset) and a random goal state drawn by the env.
 Goal velocity (`--goal-velocity`): a goal image shows where the agent should be, not how fast it should move, so
 by default the goal's proprio velocities (the env's `proprio_velocity_dims`) are set to zero: the planner is asked
@@ -14,25 +16,26 @@ and the goal observation; after exactly `--budget` env steps the env judges succ
 `is_success`) gets goal distances only, and `results.json` says success was not judged. Writes `results.json` (success
 rate with a 95% Wilson interval, final distances, replan latency p50/p95, config), videos of the first episodes (real |
 imagined plan | goal) and a plot of success and latency. The model and the planner run on `--device` (auto: CUDA when
-there is one); `--checkpoint` is a checkpoint or a `wm train --out` folder.
+there is one); `--checkpoint` is a checkpoint or a `wm train --out` folder. MPC settings not given explicitly come
+from the checkpoint's planning preset (its config's `"plan"`), else the `MPCConfig` defaults.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from planners.mpc import MPCConfig, build_mpc
+from planners.mpc import MPCConfig, build_mpc, with_preset
 from wm.errors import WMError
 from wm.evaluation.closed_loop import decoded_plan, run_goal_episodes
 from wm.evaluation.media import summary_figure, write_episode_videos
 from wm.evaluation.metrics import percentiles, wilson_interval
-from wm.goals import dataset_goals, random_goals
+from wm.goals import dataset_goals, goal_store, random_goals
 from wm.outputs import require_empty_dir
 
 
@@ -44,13 +47,13 @@ class PlanConfig:
     goal_source: str = "dataset"
     budget: int = 50  # env steps
     goal_offset: int = 25  # env steps between start and goal (dataset goals)
-    data: str | None = None  # store for dataset goals (default: the checkpoint's training store)
+    data: str | None = None  # store for dataset goals (default: the checkpoint's training store, else fresh ones)
     out: str = "runs/plan"
     seed: int = 0
     goal_velocity: str = "rest"  # "rest": zero the goal's proprio velocities; "observed": keep them
     videos: int = 4
     device: str = "auto"  # auto | cpu | cuda[:K]
-    mpc: MPCConfig = field(default_factory=MPCConfig)
+    mpc: MPCConfig = field(default_factory=MPCConfig)  # settings left None: the checkpoint's preset, else defaults
 
     def to_json(self) -> dict:
         """The config as the flags give it: one flat dict (the MPC settings beside the others)."""
@@ -79,12 +82,16 @@ def run_plan(cfg: PlanConfig) -> dict:
     require_state_hooks(envs[0], cfg.env, "`wm plan`")
     if cfg.goal_source == "random" and not hasattr(envs[0], "sample_goal"):
         raise WMError(f"{cfg.env!r} cannot draw random goals (no sample_goal); use --goal-source dataset")
+    preset = config.get("plan", {})
+    cfg = replace(cfg, mpc=with_preset(cfg.mpc, preset))
+    controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=device)
     rng = np.random.default_rng(cfg.seed)
-    if cfg.goal_source == "dataset":
-        pairs = dataset_goals(cfg.data or config["data"]["store"], config, cfg.episodes, cfg.goal_offset, rng)
+    goals = {"source": "random"}
+    if cfg.goal_source == "dataset":  # fresh goals are collected into out/goal_store, only now
+        goals = goal_store(config, cfg.data, out / "goal_store", cfg.episodes, cfg.goal_offset, cfg.seed)
+        pairs = dataset_goals(goals["store"], config, cfg.episodes, cfg.goal_offset, rng)
     else:
         pairs = random_goals(envs[0], cfg.episodes, rng)
-    controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=device)
     out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
     started = time.time()
     outcome = run_goal_episodes(
@@ -114,7 +121,8 @@ def run_plan(cfg: PlanConfig) -> dict:
             {"success": bool(s) if outcome.judged else None, "distance": float(d), **p["source"]}
             for s, d, p in zip(success, distance, pairs, strict=True)
         ],
-        "config": cfg.to_json(),
+        "goals": goals,
+        "config": {**cfg.to_json(), "plan_preset": preset},
         "checkpoint_step": config.get("step"),
     }
     if not outcome.judged:

@@ -63,6 +63,7 @@ def run_refine(cfg: RefineRunConfig) -> dict:
     from policies.refine import RefineConfig, refine
     from wm.data.store import EpisodeStore
     from wm.device import resolve_device
+    from wm.evaluation.splits import is_training_store
     from wm.imagine import StoreStarts
     from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
     from wm.run_config import parse_overrides
@@ -87,7 +88,7 @@ def run_refine(cfg: RefineRunConfig) -> dict:
     with EpisodeStore.open(store) as s:
         if s.spec != wm_config["data"]["spec"]:
             raise WMError(f"{store} holds other data than the world model was trained on; pass a store of its env")
-        training_store = s.root.resolve() == Path(wm_config["data"]["store"]).resolve()
+        training_store = is_training_store(wm_config, s.root)
     env_id = wm_config["data"]["spec"]["env"]["id"]
     velocity_dims = proprio_velocity_dims(env_id)
     episodes = wm_config["data"]["train_episodes"] if training_store else None  # its held-out episodes stay out
@@ -128,15 +129,15 @@ def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config: dict, out
     `out/eval/{bc,refined}`; returns their real success rates."""
     from policies.evaluation import evaluate_policy, held_out_problems, write_report
 
-    store = cfg.eval_data or wm_config["data"]["store"]
     budget, goal_offset = 50, 25
-    envs, pairs = held_out_problems(model, wm_config, cfg.eval_env, store, cfg.eval_episodes, budget, goal_offset,
-                                    cfg.seed)  # fmt: skip
+    envs, pairs, goals = held_out_problems(model, wm_config, cfg.eval_env, cfg.eval_data, out / "eval" / "goal_store",
+                                           cfg.eval_episodes, budget, goal_offset, cfg.seed)  # fmt: skip
+    store = goals["store"]
     rates = {}
     for name, policy in (("bc", bc), ("refined", refined)):
         results, media = evaluate_policy(policy, model, envs, pairs, store, budget, goal_offset, imagined=True,
                                          seed=cfg.seed)  # fmt: skip
-        write_report(out / "eval" / name, {"env": cfg.eval_env, "goal_store": str(store), **results}, media, pairs)
+        write_report(out / "eval" / name, {"env": cfg.eval_env, "goals": goals, **results}, media, pairs)
         rates[name] = results["success_rate"]
         rates[f"{name}_95ci"] = results["success_95ci"]
         rates[f"{name}_imagined"] = results["imagined"]["rate"]

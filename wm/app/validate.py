@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planners.mpc import MPCConfig
+from planners.mpc import MPCConfig, with_preset
 from wm.errors import WMError
 from wm.outputs import require_empty_dir
 
@@ -175,6 +175,8 @@ def run_validate(cfg: ValidateConfig) -> dict:
         from wm.models.checkpoint import load_checkpoint
 
         model, ckpt_config = load_checkpoint(cfg.checkpoint, device)
+    if cfg.controller == "mpc":  # settings not given: the checkpoint's planning preset, else the defaults
+        cfg.mpc = with_preset(cfg.mpc, ckpt_config.get("plan", {}))
     robot.connect()
     try:
         cfg.judge = resolve_judge(cfg, robot)
