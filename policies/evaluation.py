@@ -79,17 +79,20 @@ def held_out_problems(model, wm_config: dict, env_id: str, data, scratch, episod
 
 
 def evaluate_policy(policy, model, envs, pairs, store, budget: int, goal_offset: int, imagined: bool = False,
-                    seed: int = 0, stochastic: bool = False, goal_velocity: str = "rest", videos: int = 4):  # fmt: skip
+                    seed: int = 0, stochastic: bool = False, goal_velocity: str = "rest", videos: int = 4,
+                    zero=None):  # fmt: skip
     """`(results, media)`: the policy on `pairs` (from `wm.goals.dataset_goals` on `store`), one unwrapped env
-    each, for exactly `budget` env steps; the zero-action baseline on the same pairs; with `imagined`, the same
-    pairs in `model` (the real history before each start, the same goal and number of blocks)."""
+    each, for exactly `budget` env steps; the zero-action baseline on the same pairs (`zero`: its episodes from an
+    earlier call on the same pairs, `media["zero"]`, not run again); with `imagined`, the same pairs in `model`
+    (the real history before each start, the same goal and number of blocks)."""
     started = time.time()
     spec = model.spec
     torch.manual_seed(seed)
     controller = PolicyController(policy, model, seed=seed, stochastic=stochastic)
     real = run_goal_episodes(envs, pairs, controller, budget, goal_velocity, videos, desc="policy")
-    zero = run_goal_episodes(envs, pairs, ZeroActions(spec["env_action_dim"]), budget, goal_velocity, 0,
-                             desc="zero actions")  # fmt: skip
+    if zero is None:
+        zero = run_goal_episodes(envs, pairs, ZeroActions(spec["env_action_dim"]), budget, goal_velocity, 0,
+                                 desc="zero actions")  # fmt: skip
     results = {
         "policy_kind": policy.cfg.kind,
         "episodes": len(pairs),

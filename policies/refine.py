@@ -156,8 +156,8 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
         vec = ImaginedSB3Env(env, action_map=from_noise, action_space=spaces.Box(-bound, bound, dtype=np.float32))
     agent = _ppo(cfg, vec, actor_config, actor_state)
     ckpt = latest_checkpoint(out)
+    saved = read_config(ckpt) if ckpt is not None else {}
     if ckpt is not None:
-        saved = read_config(ckpt)
         same = json.loads(json.dumps({"refine": asdict(cfg), "bc_policy": run_config["bc_policy"]}))  # as saved
         if saved.get("refine") != same["refine"] or saved.get("bc_policy") != same["bc_policy"]:
             raise WMError(f"{out} holds a refinement with other settings; pass a new --out or the same settings")
@@ -165,7 +165,7 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
         np.random.set_state(tuple(saved["numpy_rng"]))
         agent.num_timesteps = int(saved["step"])
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time() - (read_config(ckpt).get("seconds", 0.0) if ckpt is not None else 0.0)
+    started = time.time() - saved.get("seconds", 0.0)  # seconds count over every run that made the policy
     with tqdm(total=cfg.total_steps, initial=agent.num_timesteps, desc=f"refine {cfg.algo}", unit="step") as bar:
         progress = Progress(bar, out / "refine_log.jsonl")
         while agent.num_timesteps < cfg.total_steps:

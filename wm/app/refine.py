@@ -133,10 +133,11 @@ def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config: dict, out
     envs, pairs, goals = held_out_problems(model, wm_config, cfg.eval_env, cfg.eval_data, out / "eval" / "goal_store",
                                            cfg.eval_episodes, budget, goal_offset, cfg.seed)  # fmt: skip
     store = goals["store"]
-    rates = {}
+    rates, zero = {}, None
     for name, policy in (("bc", bc), ("refined", refined)):
         results, media = evaluate_policy(policy, model, envs, pairs, store, budget, goal_offset, imagined=True,
-                                         seed=cfg.seed)  # fmt: skip
+                                         seed=cfg.seed, zero=zero)  # fmt: skip
+        zero = media["zero"]  # the same pairs: the zero-action baseline is run once
         write_report(out / "eval" / name, {"env": cfg.eval_env, "goals": goals, **results}, media, pairs)
         rates[name] = results["success_rate"]
         rates[f"{name}_95ci"] = results["success_95ci"]
