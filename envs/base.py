@@ -139,11 +139,20 @@ class MujocoImageEnv(gym.Env):
             raise WMError(f"action has {action.size} values, expected {self.action_dim}")
         if not np.all(np.isfinite(action)):
             raise WMError(f"action {action.tolist()} contains NaN or inf; the policy produced invalid numbers")
-        self._apply_action(np.clip(action, -1.0, 1.0))
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self.advance(action)
         state = self.get_state()
         reward = -float(self.goal_distance(state, self._goal))
         return self._obs(), reward, False, False, self._info(state)
+
+    def advance(self, action: np.ndarray) -> None:
+        """One env step of physics under `action (A,)` (clipped to [-1, 1]) without observing or judging: what
+        `step` does before it renders, for callers that look only now and then (`wm.evaluation.oracle`)."""
+        self._apply_action(np.clip(action, -1.0, 1.0))
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
+    def observe(self) -> dict:
+        """The observation `{"rgb": (H, W, 3) uint8, "proprio": (P,) float32}` of the current state."""
+        return self._obs()
 
     def render(self) -> np.ndarray:
         """The camera image `(H, W, 3)` uint8 of the current state."""

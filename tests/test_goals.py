@@ -44,7 +44,10 @@ def test_wm_plan_without_the_training_store_collects_fresh_held_out_goals(tmp_pa
     with caplog.at_level(logging.INFO, "wm"):
         assert main(argv) == 0
     assert "collecting 2 fresh expert episodes" in caplog.text
-    goals = json.loads((out / "results.json").read_text())["goals"]
+    results = json.loads((out / "results.json").read_text())
+    goals = results["goals"]
+    assert results["zero_action_success"]["n"] == 2  # the trivial baseline on the same pairs
+    assert all("zero_action_distance" in row for row in results["per_episode"])
     assert goals["source"] == "fresh" and goals["store"] == str(out / "goal_store") and goals["episodes"] == 2
     config = json.loads((WALL / "config.json").read_text())
     with EpisodeStore.open(out / "goal_store") as store:

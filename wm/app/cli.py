@@ -340,7 +340,9 @@ def _run(args: argparse.Namespace) -> None:
         out = args.out or f"runs/plan/{time.strftime('%Y%m%d-%H%M%S')}"  # run_plan refuses a non-empty folder
         cfg = _config_from_args(PlanConfig, args, out=out)
         results = run_plan(cfg)
-        summary = {k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci")}
+        summary = {
+            k: results[k] for k in ("env", "planner", "episodes", "success_rate", "success_95ci", "zero_action_success")
+        }
         print(json.dumps({**summary, "replan_latency_s": results["replan_latency_s"]}, indent=2))
         print(f"results: {out}/results.json, videos {out}/episode_*.mp4, plot {out}/summary.png")
     elif args.command == "bc":

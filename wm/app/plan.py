@@ -6,6 +6,8 @@ Goals (`--goal-source`):
            nor the checkpoint's training store is on this machine (a shipped checkpoint on a fresh clone), from
            expert episodes collected for the run into `OUT/goal_store`, all held out (`wm.goals.goal_store`);
   random   a random start (env reset) and a random goal state drawn by the env.
+Pairs already solved at their start (by the env's success test) are redrawn, and the same pairs run with zero actions:
+`results.json` reports that trivial baseline beside the planner's success.
 Goal velocity (`--goal-velocity`): a goal image shows where the agent should be, not how fast it should move, so
 by default the goal's proprio velocities (the env's `proprio_velocity_dims`) are set to zero: the planner is asked
 to arrive and stay. `observed` keeps the velocity recorded at the goal frame (DINO-WM's goals), which asks the agent
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from planners.mpc import MPCConfig, build_mpc, with_preset
+from policies.evaluation import ZeroActions, rate
 from wm.errors import WMError
 from wm.evaluation.closed_loop import decoded_plan, run_goal_episodes
 from wm.evaluation.media import summary_figure, write_episode_videos
@@ -89,7 +92,8 @@ def run_plan(cfg: PlanConfig) -> dict:
     goals = {"source": "random"}
     if cfg.goal_source == "dataset":  # fresh goals are collected into out/goal_store, only now
         goals = goal_store(config, cfg.data, out / "goal_store", cfg.episodes, cfg.goal_offset, cfg.seed)
-        pairs = dataset_goals(goals["store"], config, cfg.episodes, cfg.goal_offset, rng)
+        solved = envs[0].is_success if getattr(envs[0], "has_success", True) else None
+        pairs = dataset_goals(goals["store"], config, cfg.episodes, cfg.goal_offset, rng, solved=solved)
     else:
         pairs = random_goals(envs[0], cfg.episodes, rng)
     out.mkdir(parents=True, exist_ok=True)  # only once every setting has been accepted
@@ -104,6 +108,8 @@ def run_plan(cfg: PlanConfig) -> dict:
         imagined=decoded_plan(model, controller),
         desc=f"plan {cfg.mpc.planner}",
     )
+    zero = run_goal_episodes(envs, pairs, ZeroActions(model.spec["env_action_dim"]), cfg.budget, cfg.goal_velocity,
+                             videos=0, desc="zero actions")  # fmt: skip
     success, distance, lat = outcome.success, outcome.distance, np.array(controller.latencies)
     lo, hi = wilson_interval(int(success.sum()), len(success))
     results = {
@@ -113,13 +119,19 @@ def run_plan(cfg: PlanConfig) -> dict:
         "success_rate": float(success.mean()) if outcome.judged else None,
         "success_95ci": [round(lo, 3), round(hi, 3)] if outcome.judged else None,
         "success_judged": outcome.judged,
+        "zero_action_success": rate(zero.success) if outcome.judged else None,
         "final_distance": {"mean": float(distance.mean()), "median": float(np.median(distance))},
         "replan_latency_s": percentiles(lat),
         "problems_per_replan": cfg.episodes,
         "seconds": round(time.time() - started, 1),
         "per_episode": [
-            {"success": bool(s) if outcome.judged else None, "distance": float(d), **p["source"]}
-            for s, d, p in zip(success, distance, pairs, strict=True)
+            {
+                "success": bool(s) if outcome.judged else None,
+                "distance": float(d),
+                "zero_action_distance": float(z),
+                **p["source"],
+            }
+            for s, d, z, p in zip(success, distance, zero.distance, pairs, strict=True)
         ],
         "goals": goals,
         "config": {**cfg.to_json(), "plan_preset": preset},
