@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from wm.device import module_device
 from wm.errors import WMError
 
 
@@ -36,9 +37,9 @@ class SimulatorWorldModel:
                           "and observe (the built-in MuJoCo envs have them)")  # fmt: skip
         self.model, self.envs, self.sim, self.features, self.chunk = model, envs, sim, features, chunk
         self.spec = model.spec
-        self.device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+        self.device = module_device(model)
 
-    # The learned model's encoder, decoder and success head, unchanged.
+    # The learned model's encoder and decoder, unchanged.
     def encode(self, obs: dict) -> torch.Tensor:
         return self.model.encode(obs)
 
