@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,8 @@ import torch
 import envs as _envs  # noqa: F401  (first: the GL/LLVM load order)
 from envs.push_t import block_pose, wrap_angle
 from envs.registry import make_env
-from planners.mpc import MPCConfig, MPCController, build_mpc, with_preset
+from planners.mpc import MPCConfig, build_mpc, with_preset
 from planners.objectives import GoalObjective
-from planners.registry import planner_from_budget
 from policies.evaluation import ZeroActions, rate
 from wm.data.store import EpisodeStore
 from wm.evaluation.closed_loop import run_goal_episodes
@@ -82,12 +80,8 @@ def oracle_runs(model, cfg: MPCConfig, pairs, n_frames: int, n_search: int, seed
         sub = pairs[:n_search]
         envs, sim = envs_for(sub, size), make_env(ENV, size).unwrapped
         sim.reset(seed=0)
-        oracle = SimulatorWorldModel(model, envs, sim, features=pose_features)
-        action_dim = model.spec["env_action_dim"] if cfg.hold_in_block else model.spec["action_dim"]
-        budget = {"samples": cfg.samples, "elites": cfg.elites, "iterations": cfg.iterations}
-        planner = planner_from_budget(cfg.planner, cfg.horizon, action_dim, seed=seed, **budget)
-        mpc = MPCController(oracle, planner, GoalObjective("mse", cfg.objective_mode), cfg.replan_every,
-                            cfg.hold_in_block)  # fmt: skip
+        mpc = build_mpc(SimulatorWorldModel(model, envs, sim, features=pose_features), cfg, seed=seed)
+        mpc.objective = GoalObjective("mse", cfg.objective_mode)  # the pose distance over the horizon, no proprio
         goals = []
         for p in sub:
             sim.set_state(p["goal"])
@@ -333,7 +327,7 @@ def main() -> None:
     if "open_loop" in parts:
         save("open_loop", open_loop(model, args.data, args.seed))
     if "oracle" in parts:
-        save("oracle", oracle_runs(model, replace(cfg), pairs, args.oracle_episodes, args.search_episodes, args.seed))
+        save("oracle", oracle_runs(model, cfg, pairs, args.oracle_episodes, args.search_episodes, args.seed))
 
 
 if __name__ == "__main__":
