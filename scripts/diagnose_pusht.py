@@ -58,10 +58,12 @@ def envs_for(pairs: list, size: int) -> list:
     return [make_env(ENV, size, BUDGET + 1).unwrapped for _ in pairs]
 
 
-def closed_loop(pairs, controller, size: int, desc: str) -> dict:
-    envs = envs_for(pairs, size)
+def run_summary(envs: list, pairs: list, controller, desc: str) -> dict:
+    """`controller` on `pairs` in `envs` for the budget: success (95% interval), median final distance, seconds."""
+    started = time.time()
     out = run_goal_episodes(envs, pairs, controller, BUDGET, videos=0, desc=desc)
-    return {**rate(out.success), "median_final_distance": round(float(np.median(out.distance)), 3)}
+    return {**rate(out.success), "median_final_distance": round(float(np.median(out.distance)), 3),
+            "seconds": round(time.time() - started)}  # fmt: skip
 
 
 def oracle_runs(model, cfg: MPCConfig, pairs, n_frames: int, n_search: int, seed: int) -> dict:
@@ -72,10 +74,7 @@ def oracle_runs(model, cfg: MPCConfig, pairs, n_frames: int, n_search: int, seed
         envs, sim = envs_for(sub, size), make_env(ENV, size).unwrapped
         sim.reset(seed=0)
         mpc = build_mpc(SimulatorWorldModel(model, envs, sim), cfg, seed=seed)
-        started = time.time()
-        out = run_goal_episodes(envs, sub, mpc, BUDGET, videos=0, desc="oracle (frames)")
-        result["frames"] = {**rate(out.success), "median_final_distance": round(float(np.median(out.distance)), 3),
-                            "seconds": round(time.time() - started)}  # fmt: skip
+        result["frames"] = run_summary(envs, sub, mpc, "oracle (frames)")
     if n_search:
         sub = pairs[:n_search]
         envs, sim = envs_for(sub, size), make_env(ENV, size).unwrapped
@@ -86,11 +85,7 @@ def oracle_runs(model, cfg: MPCConfig, pairs, n_frames: int, n_search: int, seed
         for p in sub:
             sim.set_state(p["goal"])
             goals.append(pose_features(sim))
-        controller = FeatureGoalController(mpc, np.stack(goals))
-        started = time.time()
-        out = run_goal_episodes(envs, sub, controller, BUDGET, videos=0, desc="oracle (pose)")
-        result["pose_search"] = {**rate(out.success), "median_final_distance": round(float(np.median(out.distance)),
-                                 3), "seconds": round(time.time() - started)}  # fmt: skip
+        result["pose_search"] = run_summary(envs, sub, FeatureGoalController(mpc, np.stack(goals)), "oracle (pose)")
     return result
 
 
@@ -318,7 +313,8 @@ def main() -> None:
 
     size = model.spec["image_size"]
     if "zero" in parts:
-        save("zero", closed_loop(pairs, ZeroActions(model.spec["env_action_dim"]), size, "zero actions"))
+        zero = ZeroActions(model.spec["env_action_dim"])
+        save("zero", run_summary(envs_for(pairs, size), pairs, zero, "zero actions"))
     objective = build_mpc(model, cfg).objective
     if "resolution" in parts:
         save("resolution", resolution(model, pairs, args.seed))
