@@ -204,3 +204,44 @@ def test_init_fine_tunes_a_checkpoint_keeping_its_model_and_normalisation(maze, 
         fine_tune("x", ["num_hist=3"], steps=1)
     with pytest.raises(WMError, match="pass --model jepa"):
         fine_tune("y", [], kind="dino", steps=1)
+
+
+class NormedToy(torch.nn.Module):
+    """A linear layer and a BatchNorm; its loss draws from torch's random stream, as SIGReg does."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.norm = torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)
+
+    def forward(self, batch):
+        out = self.norm(self.linear(batch["x"]))
+        return (out * torch.randn_like(out)).mean(), {}
+
+
+def test_batchnorm_statistics_are_re_estimated_under_the_current_weights(tmp_path):
+    """Running statistics become the average over `bn_batches` training batches (not the lagging exponential
+    average), the momentum is restored, and training's random stream is left as it was."""
+    from wm.train import TrainConfig, Trainer
+
+    data = [{"x": torch.randn(3) * 5 + 2} for _ in range(40)]
+    trainer = Trainer(NormedToy(), data, None, TrainConfig(batch_size=4, bn_batches=3), tmp_path, {})
+    norm = trainer.model.norm
+    norm.running_mean.fill_(100.0)
+    state = torch.get_rng_state()
+    trainer.recalibrate_batchnorm()
+    assert torch.equal(torch.get_rng_state(), state) and norm.momentum == 0.1 and int(norm.num_batches_tracked) == 3
+    with torch.no_grad():
+        hidden = [trainer.model.linear(b["x"]) for b in trainer._loader(data, 3, 0, seed=1)]
+    torch.testing.assert_close(norm.running_mean, torch.stack([h.mean(0) for h in hidden]).mean(0))
+    torch.testing.assert_close(norm.running_var, torch.stack([h.var(0) for h in hidden]).mean(0))
+
+
+def test_checkpoints_carry_re_estimated_batchnorm_statistics(maze, tmp_path):
+    tracked = {}
+    for batches in (0, 3):
+        run_train(
+            str(maze), "jepa", str(tmp_path / f"bn{batches}"), steps=5, overrides=[*TINY_JEPA, f"bn_batches={batches}"]
+        )
+        model, _ = load_checkpoint(tmp_path / f"bn{batches}" / "model")
+        tracked[batches] = int(model.encoder.projector[1].num_batches_tracked)  # BatchNorm calls counted
+    assert tracked[3] * 5 == tracked[0] * 3  # the statistics of 3 batches after 5 steps, not those of the 5 steps

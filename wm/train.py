@@ -1,6 +1,12 @@
 """One training loop for every world model: AdamW, warmup + cosine, gradient clipping, progress bar, periodic
 validation, crash-safe checkpoints with exact resume, bf16 autocast and torch.compile switches, DDP via torchrun.
 
+BatchNorm statistics are re-estimated before each validation and checkpoint ("precise BN"): the running averages
+BatchNorm keeps during training lag behind weights that change every step, and where the features vary little
+around a drifting mean (a small ball in a large frame) that lag is larger than the variation itself. Planning and
+evaluation run the model in eval mode, so without this a JEPA that trains well (batch statistics) can be worse than
+copy-last in eval mode: measured on gymnasium-robotics' PointMaze, 2.5 vs 0.4 latent MSE before, 0.02 after.
+
 The model is any `nn.Module` whose `forward(batch) -> (loss, metrics)`. Batches come from a map-style dataset
 through `StepSampler`, whose order is a pure function of (seed, step), so a resumed run sees the same batches it
 would have seen without the crash.
@@ -42,6 +48,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     val_every: int = 250
     val_batches: int = 10
+    bn_batches: int = 16  # training batches that re-estimate BatchNorm statistics before validation/checkpoints
     ckpt_every: int = 250
     keep: int = 2
     log_every: int = 25
@@ -196,6 +203,27 @@ class Trainer:
                           drop_last=True, collate_fn=collate)  # fmt: skip
 
     @torch.no_grad()
+    def recalibrate_batchnorm(self) -> None:
+        """Set the running statistics of every BatchNorm being trained to their average over `bn_batches`
+        training batches under the current weights (a cumulative average, not the lagging exponential one). The
+        training batches and random streams are left as they were, so resumed runs stay exact."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        norms = [m for m in norms if m.training and m.track_running_stats]
+        if not norms or self.cfg.bn_batches <= 0:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the batches below
+        cuda = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            for batch in self._loader(self.train_ds, self.cfg.bn_batches, 0, seed=self.cfg.seed + 1):
+                with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                    self.model(to_device(batch, self.device))
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+    @torch.no_grad()
     def validate(self) -> dict:
         if self.val_ds is None or len(self.val_ds) == 0:
             return {}
@@ -237,11 +265,15 @@ class Trainer:
                 record = {k: round(float(v), 5) for k, v in metrics.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "pred", "copy_last")})
                 self._log({"step": self.step, "grad_norm": float(grad_norm), **record})
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+            validate = self.step % cfg.val_every == 0 or self.step == cfg.steps
+            out_of_time = cfg.time_limit_s is not None and time.time() - started > cfg.time_limit_s
+            save = self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time
+            if validate or save:
+                self.recalibrate_batchnorm()
+            if validate:
                 last_val = self.validate()
                 self._log({"step": self.step, **last_val})
-            out_of_time = cfg.time_limit_s is not None and time.time() - started > cfg.time_limit_s
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+            if save:
                 self._save(final=self.step == cfg.steps or out_of_time)
             if out_of_time:
                 break
