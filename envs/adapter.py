@@ -4,8 +4,9 @@ Observations are `{"rgb": (S, S, 3) uint8, "proprio": (P,) float32}` with `S = i
 - rgb: the wrapped env's `render()` frame, centre-cropped to a square (the shorter side is kept) and resized
   with Pillow's bilinear filter, which widens with the scale factor when shrinking (antialiased, area-like).
   For a MuJoCo env (`envs.mujoco_sim.find_simulator`), `render_size`, `camera` or `shadows` make the adapter draw
-  the frames itself at `render_size` px (default `image_size`), from `camera` (default: the env's own), with
-  shadows only if `shadows`; gymnasium draws 480 px frames with shadows, ~40 ms each on the CPU vs ~1 ms at 64 px
+  the frames itself at `render_size` px (default `image_size`), from `camera` (a camera of the model by name or
+  id, or a free camera as gymnasium's `default_camera_config` dict; default: the env's own), with shadows only if
+  `shadows`; gymnasium draws 480 px frames with shadows, ~40 ms each on the CPU vs ~1 ms at 64 px
   without (`scripts/bench_external_env.py --render-only`).
 - proprio: `proprio_fn(env, raw_obs)` when given (it may read the live simulator through `env`); else the
   flattened raw observation when it is a Box or a Dict of Boxes with at most `MAX_PROPRIO_DIM` numbers in all;
@@ -17,8 +18,8 @@ wrapped bounds (-1 -> low, +1 -> high); a dimension with an infinite bound gets 
 State hooks mirror the built-ins (`envs.base`). Without user hooks, an env with a MuJoCo simulator (on
 `env.unwrapped`, or an attribute of it such as `.sim` in wrapper-style envs) gets `envs.mujoco_sim` states,
 `[qpos, qvel, act, qacc_warmstart]` float64. After `reset(options={"state": s})` the raw observation is refreshed
-with the env's `_get_obs()` where it has one; otherwise a `proprio_fn` should read the restored env, as the raw
-observation is then the one of the plain reset.
+with the env's `_get_obs()` where it has one taking no arguments; otherwise a `proprio_fn` should read the restored
+env, as the raw observation is then the one of the plain reset.
 Success needs an `is_success(state, goal)` hook (`has_success`; without it `info["success"]` is always False and
 evaluations say success was not judged). It is called after every reset and step with `goal=None` when the
 episode has no goal (a plain reset): return False then. `goal_distance(state, goal) -> float` (optional) is
@@ -28,6 +29,7 @@ MuJoCo states, or between whole user states.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,14 @@ from wm.errors import WMError
 
 MAX_PROPRIO_DIM = 256
 """Largest raw observation (numbers in all) used as the default proprio; bigger ones (images) give `(0,)`."""
+
+
+def _takes_no_arguments(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume the usual `_get_obs(self)`
+        return True
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def _is_low_dim(space: gym.Space) -> bool:
@@ -76,7 +86,7 @@ class GymImageAdapter(gym.Env):
         goal_distance: Callable[[np.ndarray, Any], float] | None = None,
         proprio_velocity_dims: tuple[int, ...] = (),
         render_size: int | None = None,
-        camera: str | int | None = None,
+        camera: str | int | dict | None = None,
         shadows: bool | None = None,
         env_kwargs: dict | None = None,
     ):
@@ -131,7 +141,7 @@ class GymImageAdapter(gym.Env):
             return None
         if self._sim is None:
             raise WMError(f"render_size/camera/shadows need a MuJoCo env; {self._name} has no simulator, drop them")
-        return SimRenderer(self._sim, self.env.unwrapped, size or self.image_size, camera, bool(shadows))
+        return SimRenderer(self._sim, size or self.image_size, camera, bool(shadows))
 
     # ----------------------------------------------------------------------------------------- state
     @property
@@ -270,9 +280,10 @@ class GymImageAdapter(gym.Env):
         return self._sim
 
     def _raw_obs_after_set_state(self, raw_obs):
-        """The raw observation of a restored state: the env's `_get_obs()` where it has one, else `raw_obs`."""
+        """The raw observation of a restored state: the env's `_get_obs()` where it has one that takes no arguments
+        (gymnasium-robotics' mazes need the point's observation passed in), else `raw_obs`."""
         get_obs = getattr(self.env.unwrapped, "_get_obs", None)
-        return get_obs() if callable(get_obs) else raw_obs
+        return get_obs() if callable(get_obs) and _takes_no_arguments(get_obs) else raw_obs
 
     def _proprio(self, raw_obs) -> np.ndarray:
         if self._proprio_fn is not None:

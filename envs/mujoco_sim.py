@@ -6,9 +6,10 @@ envs whose `unwrapped` holds the simulator instead of being one.
 States are float64 `[qpos, qvel, act, qacc_warmstart]`, `(nq + 2 nv + na,)` (`act` is empty in gymnasium's stock
 envs, so the layout matches the built-ins'): restoring one reproduces the next frames exactly (without the solver
 warm start a restored trajectory drifts by ~1e-16).
-`SimRenderer` draws `(S, S, 3)` uint8 frames with `mujoco.Renderer` from the env's own camera (gymnasium's
-`mujoco_renderer` settings) or a named/numbered one, with or without shadows: gymnasium renders at its own size
-(480 px) with shadows, which costs ~40x more per frame than 64 px without on the CPU renderer.
+`SimRenderer` draws `(S, S, 3)` uint8 frames with `mujoco.Renderer` from the env's own camera (the `mujoco_renderer`
+settings of the object holding the simulator), a named/numbered one, or a free camera given as gymnasium's
+`default_camera_config` dict (`distance`, `elevation`, `azimuth`, `lookat`), with or without shadows: gymnasium
+renders at its own size (480 px) with shadows, which costs ~40x more per frame than 64 px without on the CPU renderer.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ SIM_ATTRIBUTES = ("sim", "env", "physics", "_env", "simulator", "_sim")
 
 @dataclass
 class Simulator:
-    """A model and its data, and where they were found (e.g. `env.unwrapped.sim`)."""
+    """A model and its data, the object holding them and where it was found (e.g. `env.unwrapped.sim`)."""
 
     model: mujoco.MjModel
     data: mujoco.MjData
+    owner: object
     where: str
 
     @property
@@ -61,10 +63,10 @@ class Simulator:
         return np.asarray(state, dtype=np.float64).reshape(-1)[: self.model.nq]
 
 
-def _pair(obj) -> tuple[mujoco.MjModel, mujoco.MjData] | None:
+def _pair(obj) -> tuple[mujoco.MjModel, mujoco.MjData, object] | None:
     model, data = getattr(obj, "model", None), getattr(obj, "data", None)
     if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
-        return model, data
+        return model, data, obj
     return None
 
 
@@ -81,17 +83,22 @@ def find_simulator(env: gym.Env) -> Simulator | None:
     return None
 
 
-def _camera(sim: Simulator, raw, camera: str | int | None) -> mujoco.MjvCamera:
-    """`camera` (a name or id in the model) as a fixed camera; None: the env's own camera (gymnasium's
-    `mujoco_renderer.camera_id` and `default_cam_config` over gymnasium's framing of the scene)."""
+def _camera(sim: Simulator, camera: str | int | dict | None) -> mujoco.MjvCamera:
+    """`camera` (a name or id in the model) as a fixed camera; a dict: a free camera with those settings over
+    gymnasium's framing of the scene; None: the env's own camera (its `mujoco_renderer.camera_id` and
+    `default_cam_config`)."""
     cam = mujoco.MjvCamera()
-    if camera is None:
+    if camera is None or isinstance(camera, dict):
         cam.lookat[:] = np.median(sim.data.geom_xpos, axis=0)  # framed as gymnasium's viewer frames it
         cam.distance = sim.model.stat.extent
-        own = getattr(raw, "mujoco_renderer", None)
-        for key, value in (getattr(own, "default_cam_config", None) or {}).items():
-            if isinstance(value, np.ndarray):
-                getattr(cam, key)[:] = value
+        own = getattr(sim.owner, "mujoco_renderer", None) if camera is None else None
+        settings = camera if camera is not None else getattr(own, "default_cam_config", None) or {}
+        for key, value in settings.items():
+            if not hasattr(cam, key):
+                raise WMError(f"camera setting {key!r} is not a free-camera setting; use distance, elevation, "
+                              "azimuth or lookat")  # fmt: skip
+            if key == "lookat":
+                cam.lookat[:] = value
             else:
                 setattr(cam, key, value)
         camera_id = getattr(own, "camera_id", -1)
@@ -100,7 +107,7 @@ def _camera(sim: Simulator, raw, camera: str | int | None) -> mujoco.MjvCamera:
         camera_id = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
     else:
         camera_id = int(camera)
-    if camera is not None and not 0 <= camera_id < sim.model.ncam:
+    if isinstance(camera, str | int) and not 0 <= camera_id < sim.model.ncam:
         names = [sim.model.camera(i).name for i in range(sim.model.ncam)]
         raise WMError(f"camera {camera!r} is not in the model (cameras: {names or 'none'}); pass one of them or None")
     if camera_id >= 0:
@@ -111,9 +118,9 @@ def _camera(sim: Simulator, raw, camera: str | int | None) -> mujoco.MjvCamera:
 class SimRenderer:
     """Square frames `(size, size, 3)` uint8 of a simulator from one camera, shadows on or off."""
 
-    def __init__(self, sim: Simulator, raw, size: int, camera: str | int | None = None, shadows: bool = False):
+    def __init__(self, sim: Simulator, size: int, camera: str | int | dict | None = None, shadows: bool = False):
         self.sim = sim
-        self.camera = _camera(sim, raw, camera)
+        self.camera = _camera(sim, camera)
         vis = sim.model.vis.global_
         vis.offwidth, vis.offheight = max(vis.offwidth, size), max(vis.offheight, size)
         self.renderer = mujoco.Renderer(sim.model, size, size)

@@ -98,6 +98,37 @@ def test_env_without_a_simulator_names_the_hook_to_pass():
         GymImageAdapter(Opaque(), 32, shadows=True)
 
 
+def test_a_free_camera_is_given_as_gymnasium_camera_settings():
+    default = GymImageAdapter(plain_pendulum(), 32, render_size=32)
+    above = GymImageAdapter(plain_pendulum(), 32, camera={"distance": 3.0, "elevation": -90.0, "lookat": [0, 0, 0]})
+    frames = [env.reset(seed=0)[0]["rgb"] for env in (default, above)]
+    assert frames[1].shape == (32, 32, 3) and not np.array_equal(*frames)
+    with pytest.raises(WMError, match="'zoom' is not a free-camera setting"):
+        GymImageAdapter(plain_pendulum(), 32, camera={"zoom": 2.0})
+
+
+def test_gymnasium_robotics_maze_restores_states_and_judges_success():
+    """PointMaze's `unwrapped` passes on its `.point_env` simulator and its `_get_obs` needs an argument."""
+    pytest.importorskip("gymnasium_robotics")
+    from envs.robotics_maze import SUCCESS_RADIUS
+
+    env = make_env("envs.robotics_maze:make_point_maze", 32).unwrapped
+    env.reset(seed=0)
+    for _ in range(5):
+        obs, _, _, _, info = env.step(np.array([1.0, 0.5], np.float32))
+    state = info["state"]
+    assert state.shape == (6,) and np.linalg.norm(obs["proprio"][2:]) > 0.5  # moving
+    near, far = state.copy(), state.copy()
+    near[0] += 0.9 * SUCCESS_RADIUS
+    far[0] += 1.1 * SUCCESS_RADIUS
+    restored, info = env.reset(seed=1, options={"state": state, "goal": near})
+    np.testing.assert_allclose(restored["proprio"], state[:4], rtol=1e-6)
+    assert info["success"] and not env.is_success(state, far) and not env.is_success(state, None)
+    first = [env.step(np.array([-1.0, 0.0], np.float32))[0]["rgb"] for _ in range(3)]
+    env.reset(seed=2, options={"state": state})
+    assert all(np.array_equal(f, env.step(np.array([-1.0, 0.0], np.float32))[0]["rgb"]) for f in first)
+
+
 def collect_train_plan(tmp_path, env: str, episodes: int, steps: int, policy: str, plan: list[str]) -> dict:
     """`wm collect` -> `wm train` (2 steps of `TINY`) -> `wm plan` from the CLI; the plan's results.json."""
     store, run = str(tmp_path / "data"), str(tmp_path / "wm")
