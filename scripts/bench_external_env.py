@@ -1,12 +1,14 @@
-"""Benchmark: the README's Python quick start on an external env (gymnasium Reacher-v5 via `envs.reacher`).
+"""Benchmark: the README's Python quick start on an external env (`--env`, a `module:factory` or any `--env` id).
 
-Collects smooth random-torque episodes (`--policy smooth`: AR(1) actions, the arm sweeps its whole reach), trains
-a JEPA world model for at most `--train-minutes`, runs `wm plan` (iCEM) toward 50 held-out goals 25 steps ahead in a
-50-step budget, then zero actions and uniform random actions on the same start/goal pairs. Prints JSON: success
-rates with 95% intervals, final fingertip distances, seconds per stage. `--render-only` instead times one frame of
+Collects smooth random-action episodes (AR(1) actions: the agent travels and runs into things), trains a JEPA world
+model for at most `--train-minutes`, runs `wm plan` (iCEM) toward 50 held-out goals 25 steps ahead in a 50-step
+budget, then zero actions and uniform random actions on the same start/goal pairs (`wm plan`'s: same seed, same
+store, pairs solved at the start redrawn). Prints JSON: success rates with 95% intervals, final goal distances,
+seconds per stage. The default env is the quick start's, gymnasium-robotics' PointMaze (`envs.robotics_maze`);
+`--env envs.reacher:make_reacher` runs gymnasium's Reacher-v5. `--render-only` instead times one frame of
 Reacher-v5 as gymnasium draws it (480 px, shadows) and as the adapter draws it (64 px, no shadows).
 
-    python scripts/bench_external_env.py --out runs/bench_reacher
+    python scripts/bench_external_env.py --out runs/bench_maze
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from wm.evaluation.closed_loop import run_goal_episodes
 from wm.goals import dataset_goals
 from wm.models.checkpoint import load_checkpoint
 
-ENV = "envs.reacher:make_reacher"
+QUICK_START_ENV = "envs.robotics_maze:make_point_maze"
+BUDGET, GOAL_OFFSET = 50, 25
 
 
 class RandomActions(ZeroActions):
@@ -61,23 +64,28 @@ def render_costs() -> dict:
     }
 
 
-def baselines(checkpoint: str, episodes: int, seed: int) -> dict:
-    """Zero and random actions on the start/goal pairs `wm plan` drew (same seed, same store)."""
+def baselines(env: str, checkpoint: str, episodes: int, seed: int) -> dict:
+    """Zero and random actions on the start/goal pairs `wm plan` drew (same seed, same store, same redraws)."""
     _, config = load_checkpoint(checkpoint, "cpu")
-    rng = np.random.default_rng(seed)
-    pairs = dataset_goals(config["data"]["store"], config, episodes, 25, rng)
-    envs_ = [make_env(ENV, 64, 51).unwrapped for _ in pairs]
+    envs_ = [make_env(env, config["data"]["spec"]["env"]["image_size"], BUDGET + 1).unwrapped for _ in range(episodes)]
+    pairs = dataset_goals(config["data"]["store"], config, episodes, GOAL_OFFSET, np.random.default_rng(seed),
+                          solved=envs_[0].is_success)  # fmt: skip
+    action_dim = envs_[0].action_space.shape[0]
     out = {}
-    for name, controller in (("zero_actions", ZeroActions(2)), ("random_actions", RandomActions(2, seed))):
-        run = run_goal_episodes(envs_, pairs, controller, 50, videos=0, desc=name)
+    for name, controller in (
+        ("zero_actions", ZeroActions(action_dim)),
+        ("random_actions", RandomActions(action_dim, seed)),
+    ):
+        run = run_goal_episodes(envs_, pairs, controller, BUDGET, videos=0, desc=name)
         out[name] = {**rate(run.success), "median_distance_m": round(float(np.median(run.distance)), 4)}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/bench_reacher")
-    parser.add_argument("--episodes", type=int, default=300, help="collected episodes (50 steps each)")
+    parser.add_argument("--env", default=QUICK_START_ENV)
+    parser.add_argument("--out", default="runs/bench_maze")
+    parser.add_argument("--episodes", type=int, default=300, help="collected episodes (of the env's length)")
     parser.add_argument("--train-minutes", type=float, default=5.0)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
@@ -87,14 +95,14 @@ def main() -> None:
     out, seconds = Path(args.out), {}
     started = time.time()
     # --- the README's quick start, with the benchmark's sizes ---
-    store = collect(ENV, str(out / "data"), episodes=args.episodes, workers=2)
+    store = collect(args.env, str(out / "data"), episodes=args.episodes, workers=2)
     seconds["collect"] = round(time.time() - started, 1)
     checkpoint = train(store, str(out / "wm"), steps=20000, time_limit_s=int(args.train_minutes * 60))
     seconds["train"] = round(time.time() - started - sum(seconds.values()), 1)
-    results = plan(checkpoint, ENV, str(out / "plan"), episodes=50, planner="icem")
+    results = plan(checkpoint, args.env, str(out / "plan"), episodes=50, planner="icem")
     seconds["plan"] = round(time.time() - started - sum(seconds.values()), 1)
     report = {
-        "env": ENV,
+        "env": args.env,
         "episodes_collected": args.episodes,
         "mpc": {
             "success_rate": results["success_rate"],
@@ -102,7 +110,7 @@ def main() -> None:
             "median_distance_m": round(results["final_distance"]["median"], 4),
             "replan_latency_s": results["replan_latency_s"],
         },
-        **baselines(checkpoint, 50, 0),
+        **baselines(args.env, checkpoint, 50, 0),
         "seconds": {**seconds, "total": round(time.time() - started, 1)},
     }
     print(json.dumps(report, indent=2))
