@@ -23,7 +23,7 @@ from wm.errors import WMError
 SUCCESS_RADIUS = 0.45
 """The env's own success distance (m; `PointMazeEnv` counts `<= 0.45` as reached); its cells are 1 m wide."""
 EPISODE_STEPS = 100
-"""Steps per episode (the env registers 300 for UMaze): 10 s of sim time, room for goals 25 steps ahead."""
+"""Steps per episode (the env registers 300 for UMaze): 1 s of sim time, room for goals 25 steps ahead."""
 MAZES = ("UMaze", "Open", "Medium", "Large")
 
 
@@ -45,7 +45,7 @@ def ball_proprio(env, raw_obs) -> np.ndarray:
 
 
 def make_point_maze(maze: str = "UMaze", image_size: int = 64) -> GymImageAdapter:
-    """`PointMaze_<maze>-v3` (0.1 s per step) with the engine's contract and goal hooks, seen from above."""
+    """`PointMaze_<maze>-v3` (0.01 s per step) with the engine's contract and goal hooks, seen from above."""
     if maze not in MAZES:
         raise WMError(f"unknown maze {maze!r}; use one of {', '.join(MAZES)}")
     try:
@@ -59,6 +59,7 @@ def make_point_maze(maze: str = "UMaze", image_size: int = 64) -> GymImageAdapte
     env = gym.make(f"PointMaze_{maze}-v3", render_mode="rgb_array", max_episode_steps=EPISODE_STEPS)
     inner = env.unwrapped
     inner.point_env.model.site_rgba[inner.target_site_id, 3] = 0.0  # hide the env's own goal marker
+    inner.dt = inner.point_env.dt  # the maze has no `dt` of its own; without it, 1 / render_fps (0.02 s) is taken
     free_cells = max(len(inner.maze.maze_map), len(inner.maze.maze_map[0])) - 2  # the outer ring is wall
     # fovy 45: a distance of 1.3x the free width frames the free cells with a margin of a tenth of a cell
     top_down = {"distance": 1.3 * free_cells, "elevation": -90.0, "azimuth": 90.0, "lookat": np.zeros(3)}

@@ -113,6 +113,7 @@ def test_gymnasium_robotics_maze_restores_states_and_judges_success():
     from envs.robotics_maze import SUCCESS_RADIUS
 
     env = make_env("envs.robotics_maze:make_point_maze", 32).unwrapped
+    assert env.control_dt == 0.01  # the point's dt, not 1 / render_fps
     env.reset(seed=0)
     for _ in range(5):
         obs, _, _, _, info = env.step(np.array([1.0, 0.5], np.float32))
