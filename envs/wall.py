@@ -28,7 +28,3 @@ class WallEnv(PointMassArenaEnv):
     agent_radius = 0.08
     max_speed = 1.0
     success_radius = 0.15
-
-    def room_of(self, state) -> int:
-        """0 for the left room, 1 for the right one (by the agent's x position)."""
-        return int(state[0] > 0.0)

@@ -17,10 +17,6 @@ from torch import Tensor
 from planners.base import PlannerBase, select
 from wm.errors import WMError
 
-# DINO-WM's planner (Zhou et al. 2024, "DINO-WM: World Models on Pre-trained Visual Features enable Zero-shot
-# Planning", arXiv:2411.04983): horizon 5, 300 samples, top 30, 30 iterations, init std 1 in normalised actions.
-DINO_WM_PRESET = {"horizon": 5, "samples": 300, "elites": 30, "iterations": 30, "init_std": 1.0}
-
 
 @dataclass(eq=False)
 class CEM(PlannerBase):

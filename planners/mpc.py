@@ -5,9 +5,9 @@ observation; nothing from the simulator's ground truth reaches it, and it never 
 fixed step budget and asks the environment for success afterwards.
 
 Time scales: the world model steps in blocks of `frameskip` env steps, and its actions are env actions stacked over
-a block `(frameskip * A,)`. Every `frameskip` env steps the controller encodes the observation into its history
-(the last `num_hist` block-spaced frames, with the blocks executed in between as past actions); every
-`replan_every` blocks it plans a horizon of H blocks and queues the first `replan_every` of them.
+a block `(frameskip * A,)`. Every `replan_every` blocks the controller plans a horizon of H blocks from its history
+(the observations of the last `num_hist` block boundaries, with the blocks sent in between as past actions) and
+returns the first `replan_every` of them as one chunk of env actions.
 
 With `hold_in_block=True` the planner searches one env action per block, held for the block's `frameskip` steps:
 the search space shrinks from H*frameskip*A to H*A dimensions. Open-loop, this lets CEM find plans as good as the
@@ -19,8 +19,8 @@ on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32.
 
 `MPCConfig` holds the settings `wm plan` and `wm validate` share; a checkpoint may carry a planning preset of them
 (its config's `"plan"` entry, e.g. Wall's `{"hold_in_block": true, "iterations": 20}`), which `with_preset` applies
-under the settings given explicitly. `build_mpc(model, cfg, seed)` makes the controller they describe, and `RobotMPC`
-drives one robot with it (the robot control loop's `Controller` interface).
+under the settings given explicitly. `build_mpc(model, cfg, seed)` makes the controller they describe: a
+`Controller` (`envs.controller`) that the goal-reaching evaluation, `wm validate` and the robot loop all drive.
 """
 
 from __future__ import annotations
@@ -79,18 +79,27 @@ def with_preset(cfg: MPCConfig, preset: dict) -> MPCConfig:
 def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu") -> MPCController:
     """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`."""
     spec = model.spec
-    action_dim = spec["env_action_dim"] if cfg.hold_in_block else spec["action_dim"]
+    action_dim = spec.action_dim if cfg.hold_in_block else spec.block_action_dim
     budget = {"samples": cfg.samples, "elites": cfg.elites, "iterations": cfg.iterations}
     planner = planner_from_budget(cfg.planner, cfg.horizon, action_dim, seed=seed, device=device, **budget)
-    proprio_weight = cfg.proprio_weight if spec.get("proprio_dim", 0) else 0.0  # models without proprio: none
+    proprio_weight = cfg.proprio_weight if spec.proprio_dim else 0.0  # models without proprio: none
     objective = goal_objective(
-        spec["visual_dim"], mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
+        spec.visual_dim, mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
     )
     return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16)
 
 
 class MPCController:
-    """Batched over B problems. `reset(goal_obs)`, then `act(obs) -> (B, A)` env actions every env step."""
+    """MPC as a `Controller` (`envs.controller`), batched over B problems: `reset(goal_obs)`, then `act(obs) ->
+    (B, replan_every * frameskip, A)`: the env actions of the next `replan_every` world-model blocks, planned from
+    the observations of control step `obs["step"]`; `executed(step, obs, sent (B, A))` after every step.
+
+    The world model's history for a plan from step t is the observations of steps t - (num_hist - 1) * frameskip,
+    ..., t - frameskip, t (those since the reset) and its past actions are the *sent* actions between them (clipped,
+    limited or replaced by a hold), not the planned ones. So plans stay exact when a robot loop plans asynchronously:
+    from any step, while older actions run, with stale ones dropped. Thread-safe for that: `executed` comes from
+    the loop's thread while `act` runs in the planner's. `plan(z_hist, past_actions)` plans from a history given
+    directly (latents and past blocks), for callers that keep their own."""
 
     def __init__(
         self,
@@ -105,29 +114,43 @@ class MPCController:
         spec = model.spec
         self.hold_in_block = hold_in_block
         self.model, self.planner, self.objective = model, planner, objective
-        self.frameskip, self.num_hist = spec["frameskip"], spec["num_hist"]
-        self.env_action_dim = spec["env_action_dim"]
+        self.frameskip, self.num_hist = spec.frameskip, spec.num_hist
+        self.action_dim = spec.action_dim  # env action dims
         self.replan_every = max(1, min(replan_every, planner.horizon))
         self.device = device
         self.bf16 = bf16
+        self._lock = threading.Lock()
+        self.reset_history()
+
+    @property
+    def chunk(self) -> int:
+        """Actions per `act`: `replan_every` blocks of `frameskip` env actions."""
+        return self.replan_every * self.frameskip
+
+    def reset_history(self) -> None:
+        self._views: dict[int, dict] = {}  # step -> the observations it acted on
+        self._sent: dict[int, np.ndarray] = {}  # step -> the actions sent (B, A)
+        self._latents: dict[int, torch.Tensor] = {}  # step -> encoded observations (B, N, D)
+        self.warm: torch.Tensor | None = None
         self.latencies: list[float] = []  # seconds per replan
         self.last_plan_latents: torch.Tensor | None = None  # (B, H, N, D) imagined under the chosen plan
 
-    def _encode(self, obs: dict) -> torch.Tensor:
-        batch = {k: torch.as_tensor(v, device=self.device)[:, None] for k, v in obs.items() if k in ("rgb", "proprio")}
-        return self.model.encode(batch)  # (B, 1, N, D)
+    def encode(self, obs: dict) -> torch.Tensor:
+        """Observations `{"rgb": (B, H, W, 3), "proprio": (B, P)}` -> latents `(B, N, D)`."""
+        batch = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device)[:, None] for k in ("rgb", "proprio")}
+        return self.model.encode(batch)[:, 0]
 
     @torch.no_grad()
     def reset(self, goal_obs: dict) -> None:
         """Start new episodes toward `goal_obs` (`rgb (B, H, W, 3)`, `proprio (B, P)`)."""
-        self.z_goal = self._encode(goal_obs)[:, 0]  # (B, N, D)
-        self.history: list[torch.Tensor] = []  # block-spaced latents (B, N, D)
-        self.past_blocks: list[torch.Tensor] = []  # stacked actions executed after each history frame
-        self.queue: list[torch.Tensor] = []  # env actions (B, A) waiting to be executed
-        self.warm: torch.Tensor | None = None
-        self._executed: list[torch.Tensor] = []  # env actions since the episode started
-        self.steps = 0
-        self.latencies = []
+        self.z_goal = self.encode(goal_obs)  # (B, N, D)
+        with self._lock:
+            self.reset_history()
+
+    def executed(self, step: int, obs: dict, sent) -> None:
+        sent = sent.cpu().numpy() if torch.is_tensor(sent) else sent
+        with self._lock:
+            self._views[step], self._sent[step] = obs, np.asarray(sent, np.float32).copy()
 
     def to_blocks(self, actions: torch.Tensor) -> torch.Tensor:
         """Planner actions `(..., H, A or fs*A)` -> world-model blocks `(..., H, fs*A)`."""
@@ -135,111 +158,55 @@ class MPCController:
             return actions
         return actions.unsqueeze(-2).expand(*actions.shape[:-1], self.frameskip, actions.shape[-1]).flatten(-2)
 
-    def _cost_fn(self, z_hist: torch.Tensor, past: torch.Tensor | None):
-        def cost(actions: torch.Tensor) -> torch.Tensor:  # (B, S, H, A) -> (B, S)
-            with self._autocast():
-                rollout = self.model.rollout(z_hist, self.to_blocks(actions), past_actions=past)
-                return self.objective(rollout, self.z_goal).float()
-
-        return cost
-
     def _autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _replan(self) -> None:
-        z_hist = torch.stack(self.history[-self.num_hist :], dim=1)  # (B, T, N, D)
-        past = None
-        if z_hist.shape[1] > 1:
-            past = torch.stack(self.past_blocks[-(z_hist.shape[1] - 1) :], dim=1)  # (B, T-1, fs*A)
-        started = time.perf_counter()
-        plan = self.planner.plan(self._cost_fn(z_hist, past), batch_size=z_hist.shape[0], init=self.warm)
-        with torch.no_grad(), self._autocast():
-            self.last_plan_latents = self.model.rollout(z_hist, self.to_blocks(plan), past_actions=past).float()
-        self.latencies.append(time.perf_counter() - started)  # the rollout above syncs any device work
-        blocks = self.to_blocks(plan[:, : self.replan_every].detach())  # (B, k, fs*A)
-        env_actions = blocks.reshape(blocks.shape[0], -1, self.env_action_dim)  # (B, k*fs, A)
-        self.queue = list(env_actions.unbind(1))
-        warm = plan.detach()
-        for _ in range(self.replan_every):
-            warm = self.planner.shift(warm)
-        self.warm = warm
-
     @torch.no_grad()
     def act(self, obs: dict) -> torch.Tensor:
-        """Next env actions `(B, A)` for the current observations."""
-        if self.steps % self.frameskip == 0:
-            if self.history:
-                executed = torch.stack(self._executed[-self.frameskip :], dim=1)  # (B, fs, A)
-                self.past_blocks.append(executed.reshape(executed.shape[0], -1))
-            self.history.append(self._encode(obs)[:, 0])
-            self.history = self.history[-self.num_hist :]
-            self.past_blocks = self.past_blocks[-(self.num_hist - 1) :] if self.num_hist > 1 else []
-        if not self.queue:
-            self._replan()
-        action = self.queue.pop(0)
-        self._executed = [*self._executed[-self.frameskip :], action]
-        self.steps += 1
-        return action
-
-
-class RobotMPC:
-    """MPC for one robot, as the control loop drives it (`envs.robot.loop`): `reset(goal_obs)` with one goal
-    observation; `act(obs) -> (replan_every * frameskip, A)`: the env actions of the next `replan_every` world-model
-    blocks, planned from the observation of control step `obs["step"]`; `executed(step, obs, action (A,))` after
-    every step: the observation the step acted on and the action the robot reports it sent.
-
-    The world model's history for a plan from step t is the observations of steps t - (num_hist - 1) * frameskip,
-    ..., t - frameskip, t (those since the reset) and its past actions are the *sent* actions between them (clipped,
-    limited or replaced by a hold), not the planned ones. So plans stay exact when the loop plans asynchronously:
-    from any step, while older actions run, with stale ones dropped. Thread-safe for that: `executed` comes from
-    the loop's thread while `act` runs in the planner's."""
-
-    def __init__(self, mpc: MPCController):
-        self.mpc = mpc
-        self._lock = threading.Lock()
-        self._views: dict[int, dict] = {}  # step -> the observation it acted on
-        self._sent: dict[int, np.ndarray] = {}  # step -> the action sent (A,)
-        self._latents: dict[int, torch.Tensor] = {}  # step -> encoded observation (1, N, D)
-
-    @property
-    def chunk(self) -> int:
-        """Actions per `act`: `replan_every` blocks of `frameskip` env actions."""
-        return self.mpc.replan_every * self.mpc.frameskip
-
-    def reset(self, goal_obs: dict) -> None:
-        self.mpc.reset({k: np.asarray(v)[None] for k, v in goal_obs.items()})
-        with self._lock:
-            self._views, self._sent, self._latents = {}, {}, {}
-
-    def executed(self, step: int, obs: dict, action: np.ndarray) -> None:
-        with self._lock:
-            self._views[step], self._sent[step] = obs, np.asarray(action, np.float32).copy()
-
-    @torch.no_grad()
-    def act(self, obs: dict) -> np.ndarray:
-        mpc, step = self.mpc, int(obs["step"])
-        fs = mpc.frameskip
-        frames = [s for s in range(step - (mpc.num_hist - 1) * fs, step + 1, fs) if s >= 0]  # oldest first
+        """Env actions `(B, replan_every * frameskip, A)` planned from the observations of step `obs["step"]`."""
+        step, fs = int(obs["step"]), self.frameskip
+        frames = [s for s in range(step - (self.num_hist - 1) * fs, step + 1, fs) if s >= 0]  # oldest first
         with self._lock:
             missing = [s + i for s in frames[:-1] for i in range(fs) if s + i not in self._sent]
             if missing:
-                raise WMError(f"RobotMPC was not told what was sent at steps {missing}; give the loop its `executed`")
+                raise WMError(f"MPC was not told what was sent at steps {missing}; call `executed` after every step")
             views = {s: self._views[s] for s in frames[:-1]} | {step: obs}
-            blocks = [np.concatenate([self._sent[s + i] for i in range(fs)]) for s in frames[:-1]]  # (fs*A,) each
-            oldest = step - (mpc.num_hist - 1) * fs  # later plans, from later steps, need nothing older
+            blocks = [np.concatenate([self._sent[s + i] for i in range(fs)], axis=-1) for s in frames[:-1]]
+            oldest = step - (self.num_hist - 1) * fs  # later plans, from later steps, need nothing older
             for table in (self._views, self._sent):
                 for s in [s for s in table if s < oldest]:
                     del table[s]
         self._latents = {s: z for s, z in self._latents.items() if s >= oldest}
         for s in frames:
             if s not in self._latents:
-                self._latents[s] = mpc._encode({k: np.asarray(views[s][k])[None] for k in ("rgb", "proprio")})[:, 0]
-        mpc.history = [self._latents[s] for s in frames]
-        mpc.past_blocks = [torch.as_tensor(b, device=mpc.device)[None] for b in blocks]
-        mpc._replan()
-        return torch.stack(mpc.queue, dim=1)[0].cpu().numpy()
+                self._latents[s] = self.encode(views[s])
+        z_hist = torch.stack([self._latents[s] for s in frames], dim=1)  # (B, T, N, D)
+        past = torch.as_tensor(np.stack(blocks, axis=1), device=self.device) if blocks else None  # (B, T-1, fs*A)
+        return self.plan(z_hist, past)
 
-    @property
-    def latencies(self) -> list[float]:
-        """Seconds of each replan since the last reset."""
-        return list(self.mpc.latencies)
+    def cost_fn(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None = None):
+        """The planner's cost from this history: candidate actions `(B, S, H, A)` -> goal costs `(B, S)` (fp32)."""
+
+        def cost(actions: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                rollout = self.model.rollout(z_hist, self.to_blocks(actions), past_actions=past_actions)
+                return self.objective(rollout, self.z_goal).float()
+
+        return cost
+
+    @torch.no_grad()
+    def plan(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Plan from latents `z_hist (B, T, N, D)` and the blocks executed between them `past_actions (B, T-1,
+        fs*A)` (None for T = 1); returns the env actions of the first `replan_every` blocks `(B, k*fs, A)` and keeps
+        the rest, shifted, as the next plan's warm start."""
+        started = time.perf_counter()
+        plan = self.planner.plan(self.cost_fn(z_hist, past_actions), batch_size=z_hist.shape[0], init=self.warm)
+        with torch.no_grad(), self._autocast():
+            self.last_plan_latents = self.model.rollout(z_hist, self.to_blocks(plan), past_actions=past_actions).float()
+        self.latencies.append(time.perf_counter() - started)  # the rollout above syncs any device work
+        blocks = self.to_blocks(plan[:, : self.replan_every].detach())  # (B, k, fs*A)
+        warm = plan.detach()
+        for _ in range(self.replan_every):
+            warm = self.planner.shift(warm)
+        self.warm = warm
+        return blocks.reshape(blocks.shape[0], -1, self.action_dim)  # (B, k*fs, A)

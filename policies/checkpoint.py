@@ -12,22 +12,11 @@ import hashlib
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from policies.diffusion import DiffusionPolicy
-from policies.gaussian import GaussianPolicy
-from policies.protocol import PolicyConfig
-from policies.steered import SteeredPolicy
+from policies.registry import build_policy
 from wm.errors import WMError
 from wm.models.checkpoint import load_checkpoint, load_weights, read_config, resolve_checkpoint
-
-POLICIES: dict[str, type] = {"gaussian": GaussianPolicy, "diffusion": DiffusionPolicy, "steered": SteeredPolicy}
-
-
-def build_policy(cfg: dict) -> nn.Module:
-    """The policy a config dict describes (its `kind` names the class)."""
-    policy_cfg = PolicyConfig(**cfg)
-    return POLICIES[policy_cfg.kind](policy_cfg)
+from wm.models.checkpoint_config import PolicyCheckpointConfig
 
 
 def weights_sha256(checkpoint) -> str:
@@ -45,16 +34,14 @@ def world_model_record(checkpoint) -> dict:
 
 
 def load_policy(path, world_model: str | None = None, device: str | torch.device = "cpu"):
-    """`(policy in eval mode, config, world model, world model config)` of the policy checkpoint (or `wm bc` /
-    `wm refine --out` folder) `path`, with its world model from `world_model` (default: where the policy's config
-    says it was), checked by hash; both on `device`."""
+    """`(policy in eval mode, its parsed config, world model, the world model's parsed config)` of the policy
+    checkpoint (or `wm bc` / `wm refine --out` folder) `path`, with its world model from `world_model` (default:
+    where the policy's config says it was), checked by hash; both on `device`."""
     path = resolve_checkpoint(path, "policy")
-    config = read_config(path)
-    if "policy" not in config:
-        raise WMError(f"{path} is a world model checkpoint, not a policy; pass a policy made by `wm bc`")
-    policy = build_policy(config["policy"]).to(device)
+    config = PolicyCheckpointConfig.parse(read_config(path), path)
+    policy = build_policy(config.policy).to(device)
     load_weights(policy, path, device)
-    recorded = config["world_model"]
+    recorded = config.world_model
     world_model = world_model or recorded["checkpoint"]
     if not Path(world_model).exists():
         raise WMError(f"the policy's world model {world_model} is not there; pass --world-model CHECKPOINT")

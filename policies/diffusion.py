@@ -29,6 +29,8 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DiffusionPolicy(nn.Module):
+    samples_noise = True  # a diffusion policy acts from freshly drawn initial noise
+
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
@@ -48,18 +50,12 @@ class DiffusionPolicy(nn.Module):
     def _eps(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.denoiser(torch.cat([noisy, features, self.time(timestep_embedding(t, 64))], dim=-1))
 
-    def act(
-        self,
-        z_hist: torch.Tensor,
-        z_goal: torch.Tensor,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """`(B, frameskip, A)` from the initial noise `noise (B, frameskip * A)` (None: standard normal from
-        `generator`), by `act_steps` DDIM steps; deterministic given the noise."""
+    def act(self, z_hist: torch.Tensor, z_goal: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, frameskip, A)` from the initial noise `noise (B, frameskip * A)` (None: zero noise), by `act_steps`
+        DDIM steps; deterministic given the noise."""
         features = self.features(z_hist, z_goal)
         if noise is None:
-            noise = torch.randn((len(features), self.block), generator=generator, device=features.device)
+            noise = torch.zeros((len(features), self.block), device=features.device)
         x = noise.to(features.dtype)
         for t in self.sampler.timesteps:
             level = torch.full((len(x),), int(t), device=x.device, dtype=torch.long)

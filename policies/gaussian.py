@@ -17,6 +17,8 @@ from policies.protocol import PolicyConfig
 
 
 class GaussianPolicy(nn.Module):
+    samples_noise = False  # noise None: the mean action
+
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg

@@ -1,25 +1,29 @@
 """The policy contract, and the settings every policy shares.
 
-A policy maps world-model latents to one world-model block of env actions:
+A policy maps world-model latents to one world-model block of env actions, with one signature for every kind:
 `act(z_hist (B, T, N, D), z_goal (B, N, D), noise=None) -> (B, frameskip, A)`, T = `history` frames (the newest
-last). `noise` is the policy's source of randomness made explicit: for a Gaussian policy a standard normal `(B,
-frameskip * A)` (None: the mean action), for a diffusion policy the initial noise of its sampler (None: drawn from
-`generator`), which is what a DSRL steering policy chooses.
+last). `noise` is the policy's source of randomness made explicit, a standard normal `(B, frameskip * A)`: for a
+Gaussian policy the sample around its mean (None: the mean action), for a diffusion policy the initial noise of its
+sampler (None: zero noise), which is what a DSRL steering policy chooses. `samples_noise` says whether the policy
+is meant to act from freshly drawn noise every time (a diffusion policy) or from its deterministic choice unless
+asked to sample (`policies.controller.act_block` draws it either way). The kinds are registered in
+`policies.registry`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from wm.errors import WMError
+from wm.models.protocol import ModelSpec
 
 
 @dataclass
 class PolicyConfig:
-    kind: str = "gaussian"  # "gaussian" | "diffusion" | "steered" (a diffusion policy steered through its noise)
+    kind: str = "gaussian"  # a kind of `policies.registry.POLICIES`
     history: int = 1  # latent frames the policy reads (the newest last)
     frameskip: int = 5  # env actions per world-model block: the chunk one act() returns
     action_dim: int = 2  # env action dims
@@ -40,25 +44,21 @@ class PolicyConfig:
     base: dict | None = None  # steered: the frozen diffusion policy's config
 
     def __post_init__(self) -> None:
-        if self.kind not in ("gaussian", "diffusion", "steered"):
-            raise WMError(f"policy kind must be gaussian, diffusion or steered, got {self.kind!r}")
-        if (self.kind == "steered") != (self.base is not None):
-            raise WMError("a steered policy needs the config of its base diffusion policy (and only it has one)")
         if self.history < 1 or self.width < 1 or self.depth < 1:
             raise WMError("policy history, width and depth must be >= 1")
         if not self.log_std_min < self.log_std_max:
             raise WMError("policy log_std_min must be below log_std_max")
 
     @classmethod
-    def for_world_model(cls, spec: dict, action_low, action_high, **settings) -> PolicyConfig:
+    def for_world_model(cls, spec: ModelSpec, action_low, action_high, **settings) -> PolicyConfig:
         """Settings with the shapes of a world model's latents (its `spec`) and the env's action bounds."""
-        pixels = spec["latent_dim"] == 3 and spec["tokens"] == spec["image_size"] ** 2
+        pixels = spec.latent_dim == 3 and spec.tokens == spec.image_size**2
         shapes = {
-            "frameskip": spec["frameskip"],
-            "action_dim": spec["env_action_dim"],
-            "tokens": spec["tokens"],
-            "latent_dim": spec["latent_dim"],
-            "image_size": spec["image_size"],
+            "frameskip": spec.frameskip,
+            "action_dim": spec.action_dim,
+            "tokens": spec.tokens,
+            "latent_dim": spec.latent_dim,
+            "image_size": spec.image_size,
             "pixels": pixels,
             "action_low": list(map(float, action_low)),
             "action_high": list(map(float, action_high)),
@@ -72,9 +72,12 @@ class PolicyConfig:
         return asdict(self)
 
 
+@runtime_checkable
 class Policy(Protocol):
     cfg: PolicyConfig
+    samples_noise: bool  # True: acts from fresh noise every time; False: noise None gives its deterministic choice
 
     def act(self, z_hist: torch.Tensor, z_goal: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """`(B, T, N, D)`, `(B, N, D)` -> env actions `(B, frameskip, A)` inside the action bounds."""
+        """`(B, T, N, D)`, `(B, N, D)`, noise `(B, frameskip * A)` -> env actions `(B, frameskip, A)` inside the
+        action bounds."""
         ...

@@ -32,12 +32,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from policies.protocol import PolicyConfig
+from policies.registry import require_refinable
 from policies.sb3 import ImaginedSB3Env, LatentActorCritic
 from policies.steered import SteeredPolicy, steering_config
 from wm.errors import WMError
 from wm.imagine import ImaginedVectorEnv
-from wm.models.checkpoint import load_training_state, read_config, save_checkpoint
-from wm.train import latest_checkpoint
+from wm.models.checkpoint import latest_checkpoint, load_training_state, read_config, save_checkpoint
 
 
 @dataclass
@@ -135,10 +135,7 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
     """Refine `policy` (a BC Gaussian policy for ppo, a BC diffusion policy for dsrl) in `model`'s imagination from
     `starts`; checkpoints under `out/checkpoints`, log in `out/refine_log.jsonl`. Returns `(the refined policy (a
     GaussianPolicy or a SteeredPolicy), imagined steps, seconds of refinement over all runs that made it)`."""
-    kind = policy.cfg.kind
-    if (cfg.algo, kind) not in (("ppo", "gaussian"), ("dsrl", "diffusion")):
-        need = "a Gaussian" if cfg.algo == "ppo" else "a diffusion"
-        raise WMError(f"--algo {cfg.algo} refines {need} BC policy; {run_config['bc_policy']['path']} is {kind}")
+    require_refinable(cfg.algo, policy.cfg.kind, run_config["bc_policy"]["path"])
     out = Path(out)
     env = ImaginedVectorEnv(model, starts, cfg.num_envs, cfg.horizon, policy.cfg.history, cfg.reward,
                             autoreset_mode=AutoresetMode.SAME_STEP)  # fmt: skip

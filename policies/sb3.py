@@ -21,8 +21,8 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
 
-from policies.checkpoint import build_policy
 from policies.features import LatentFeatures, mlp
+from policies.registry import build_policy
 
 
 class ImaginedSB3Env(VecEnv):

@@ -25,6 +25,8 @@ def steering_config(cfg: PolicyConfig) -> PolicyConfig:
 
 
 class SteeredPolicy(nn.Module):
+    samples_noise = False  # noise None: the base's block from the steering policy's mean noise
+
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from envs.collector import collect
-from policies.checkpoint import build_policy
 from policies.protocol import PolicyConfig
+from policies.registry import build_policy
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.imagine import ImaginedVectorEnv, StoreStarts
@@ -52,7 +52,7 @@ def env_rate(model, store: str, num_envs: int, steps: int) -> dict:
     for a in actions[2:]:
         env.step(a)
     seconds = time.perf_counter() - started
-    fs = model.spec["frameskip"]
+    fs = model.spec.frameskip
     return {
         "num_envs": num_envs,
         "imagined_steps_per_s": round(num_envs * steps / seconds, 1),
@@ -66,15 +66,15 @@ def policy_rate(kind: str, model, batch: int = 256, repeats: int = 20) -> dict:
     spec = model.spec
     policy = build_policy(PolicyConfig.for_world_model(spec, [-1, -1], [1, 1], kind=kind).to_dict()).eval()
     z_hist, z_goal = (
-        torch.randn(batch, 1, spec["tokens"], spec["latent_dim"]),
-        torch.randn(batch, 1, spec["latent_dim"]),
+        torch.randn(batch, 1, spec.tokens, spec.latent_dim),
+        torch.randn(batch, 1, spec.latent_dim),
     )
     policy.act(z_hist, z_goal)
     started = time.perf_counter()
     for _ in range(repeats):
         policy.act(z_hist, z_goal)
     blocks = batch * repeats / (time.perf_counter() - started)
-    return {"batch": batch, "blocks_per_s": round(blocks, 1), "env_actions_per_s": round(blocks * spec["frameskip"], 1)}
+    return {"batch": batch, "blocks_per_s": round(blocks, 1), "env_actions_per_s": round(blocks * spec.frameskip, 1)}
 
 
 def main() -> None:

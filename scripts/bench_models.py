@@ -27,8 +27,7 @@ from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.data.training_set import fill_from_store, success_training_data
 from wm.data.windows import WindowConfig, WindowDataset, normalization_stats
-from wm.models.registry import build_world_model
-from wm.run_config import split_config
+from wm.models.registry import build_world_model, family
 
 
 def make_store(path: str) -> EpisodeStore:
@@ -40,7 +39,7 @@ def make_store(path: str) -> EpisodeStore:
 
 
 def build(kind: str, store: EpisodeStore, overrides: dict):
-    model_cfg, _, _ = split_config(kind, overrides)
+    model_cfg = family(kind).make_config(overrides)
     model_cfg.normalization = normalization_stats(store, range(store.num_episodes))
     return build_world_model(model_cfg.to_dict())
 
@@ -65,9 +64,9 @@ def train_rate(model, ds: WindowDataset, steps: int, batch_size: int) -> float:
 def rollout_rate(model, samples: int = 300, horizon: int = 5, repeats: int = 3) -> dict:
     model.eval()
     spec = model.spec
-    z = torch.randn(1, spec["num_hist"], spec["tokens"], spec["latent_dim"])
-    past = torch.zeros(1, spec["num_hist"] - 1, spec["action_dim"])
-    actions = torch.rand(1, samples, horizon, spec["action_dim"]) * 2 - 1
+    z = torch.randn(1, spec.num_hist, spec.tokens, spec.latent_dim)
+    past = torch.zeros(1, spec.num_hist - 1, spec.block_action_dim)
+    actions = torch.rand(1, samples, horizon, spec.block_action_dim) * 2 - 1
     out = {}
     for cache in (True, False):
         model.rollout(z, actions, past, use_cache=cache)
@@ -86,10 +85,10 @@ def imagine_rate(model, batch: int = 32, horizon: int = 5, repeats: int = 2) -> 
     """Imagined frames/s of a pixel model: `batch` problems x `horizon` steps from random 64 px histories."""
     model.eval()
     spec = model.spec
-    rgb = torch.randint(0, 256, (batch, spec["num_hist"], spec["image_size"], spec["image_size"], 3), dtype=torch.uint8)
+    rgb = torch.randint(0, 256, (batch, spec.num_hist, spec.image_size, spec.image_size, 3), dtype=torch.uint8)
     z = model.encode({"rgb": rgb})
-    past = torch.zeros(batch, spec["num_hist"] - 1, spec["action_dim"])
-    actions = torch.rand(batch, horizon, spec["action_dim"]) * 2 - 1
+    past = torch.zeros(batch, spec.num_hist - 1, spec.block_action_dim)
+    actions = torch.rand(batch, horizon, spec.block_action_dim) * 2 - 1
     model.rollout(z, actions[:, :1], past)  # warm-up
     t = time.perf_counter()
     for _ in range(repeats):
@@ -98,7 +97,7 @@ def imagine_rate(model, batch: int = 32, horizon: int = 5, repeats: int = 2) -> 
 
 
 def diffusion_bench(store: EpisodeStore, window: WindowConfig, steps: int, batch_size: int) -> dict:
-    cfg, _, _ = split_config("diffusion", {})
+    cfg = family("diffusion").make_config({})
     fill_from_store(cfg, store)
     cfg.normalization = normalization_stats(store, range(store.num_episodes))
     extra_keys, wrap = success_training_data(store, cfg)

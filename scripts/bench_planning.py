@@ -54,44 +54,51 @@ def problems(env_id: str, image_size: int, n: int, seed: int) -> tuple[dict, dic
     return stack(starts), stack(goals)
 
 
-def warmed_controller(model, name: str, start: dict, goal: dict, horizon: int, bf16: bool = False) -> MPCController:
-    """An MPC controller with planner `name` at its benchmark budget, stepped until its next replan is a steady-state
-    one: the history holds `num_hist` frames and the warm start is set."""
+def warmed_controller(model, name: str, start: dict, goal: dict, horizon: int, bf16: bool = False):
+    """`(controller, replan)`: an MPC controller with planner `name` at its benchmark budget, and a function that
+    replans it in the steady state (a history of `num_hist` start frames, zero past actions, the warm start set),
+    called once here."""
     spec = model.spec
-    planner = make_planner(name, horizon=horizon, action_dim=spec["action_dim"], **PLANNER_BUDGETS[name])
-    controller = MPCController(model, planner, goal_objective(spec["visual_dim"]), bf16=bf16)
+    planner = make_planner(name, horizon=horizon, action_dim=spec.block_action_dim, **PLANNER_BUDGETS[name])
+    controller = MPCController(model, planner, goal_objective(spec.visual_dim), bf16=bf16)
     controller.reset(goal)
-    while len(controller.latencies) < spec["num_hist"] - 1:
-        controller.act(start)
-    return controller
+    with torch.no_grad():
+        z = controller.encode(start)  # (B, N, D)
+    z_hist = z[:, None].expand(-1, spec.num_hist, -1, -1)
+    past = torch.zeros(len(z), spec.num_hist - 1, spec.block_action_dim) if spec.num_hist > 1 else None
+
+    def replan() -> None:
+        controller.plan(z_hist, past)
+
+    replan()
+    return controller, replan
 
 
 def replan_latency(model, name: str, start: dict, goal: dict, repeats: int, horizon: int, bf16: bool) -> list[float]:
     """Seconds per steady-state replan for all problems at once (the first steady replan warms up and is dropped)."""
-    controller = warmed_controller(model, name, start, goal, horizon, bf16)
-    first = len(controller.latencies) + 1
-    while len(controller.latencies) < first + repeats:
-        controller.act(start)
-    return controller.latencies[first:]
+    controller, replan = warmed_controller(model, name, start, goal, horizon, bf16)
+    for _ in range(repeats + 1):
+        replan()
+    return controller.latencies[2:]
 
 
 def reference_cem(model, start: dict, goal: dict, horizon: int, samples: int, elites: int, iterations: int) -> float:
     """DINO-WM's planning loop, one problem at a time, from the same `num_hist`-frame history as the controller's
     steady state (the start observation repeated, zero past actions); returns seconds per problem."""
     spec = model.spec
-    visual, hist = spec["visual_dim"], spec["num_hist"]
-    past = torch.zeros(samples, hist - 1, spec["action_dim"])
+    visual, hist = spec.visual_dim, spec.num_hist
+    past = torch.zeros(samples, hist - 1, spec.block_action_dim)
     started = time.perf_counter()
     for b in range(len(start["rgb"])):
         obs = {k: torch.as_tensor(v[b : b + 1, None]).repeat_interleave(hist, 1) for k, v in start.items()}
         z_goal = model.encode({k: torch.as_tensor(v[b : b + 1, None]) for k, v in goal.items()})[:, 0]
-        mu = torch.zeros(horizon, spec["action_dim"])
-        sigma = torch.ones(horizon, spec["action_dim"])
+        mu = torch.zeros(horizon, spec.block_action_dim)
+        sigma = torch.ones(horizon, spec.block_action_dim)
         losses = []
         for _ in range(iterations):
             expanded = {k: v.expand(samples, *v.shape[1:]) for k, v in obs.items()}
             z0 = model.encode(expanded)  # every sample re-encodes the start, as wm.rollout does
-            actions = (mu + sigma * torch.randn(samples, horizon, spec["action_dim"])).clamp(-1, 1)
+            actions = (mu + sigma * torch.randn(samples, horizon, spec.block_action_dim)).clamp(-1, 1)
             z = model.rollout(z0, actions, past, use_cache=False)  # (S, H, N, D)
             loss = ((z[:, -1, :, :visual] - z_goal[..., :visual]) ** 2).mean((-2, -1))  # (S,)
             top = torch.argsort(loss)[:elites]
@@ -114,11 +121,9 @@ def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
 
 def replan_flops(model, start: dict, goal: dict, horizon: int) -> int:
     """FLOPs of one CEM replan (all problems) as counted by torch's flop counter."""
-    controller = warmed_controller(model, "cem", start, goal, horizon)
-    replans = len(controller.latencies)
+    _, replan = warmed_controller(model, "cem", start, goal, horizon)
     with FlopCounterMode(display=False) as counter:
-        while len(controller.latencies) == replans:
-            controller.act(start)
+        replan()
     return counter.get_total_flops()
 
 
@@ -200,8 +205,8 @@ def main() -> None:
     torch.manual_seed(0)
     model, config = load_checkpoint(args.checkpoint)
     horizon = 5
-    env_id = config["data"]["spec"]["env"]["id"]
-    start, goal = problems(env_id, model.spec["image_size"], args.problems, seed=0)
+    env_id = config.trained_on.env_id
+    start, goal = problems(env_id, model.spec.image_size, args.problems, seed=0)
     report = {
         "checkpoint": args.checkpoint,
         "env": env_id,

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from envs.controller import ZeroActions
 from envs.robot.estop import EStop
 from envs.robot.guard import GuardConfig, SafetyGuard
 from envs.robot.loop import ControlLoop
@@ -58,7 +59,9 @@ def ms(values) -> dict:
 def bench_loop(robot, hz: float, steps: int) -> dict:
     guard = SafetyGuard(robot, GuardConfig(watchdog_s=None))
     guard.connect()
-    stats = ControlLoop(guard, lambda obs: np.zeros((1, 2), np.float32), hz).run(steps)
+    zero = ZeroActions(2)
+    zero.reset({"rgb": np.zeros((1, 1, 1, 3), np.uint8)})  # one robot
+    stats = ControlLoop(guard, zero, hz).run(steps)
     guard.disconnect()
     return {"hz_target": hz, "hz_achieved": round(stats.rate_hz, 2), "late_steps": stats.late_steps,
             "step_ms": ms(stats.t_step)}  # fmt: skip

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 
 import envs as _envs  # noqa: F401  (first: the GL/LLVM load order)
+from envs.controller import ZeroActions
 from envs.push_t import block_pose, wrap_angle
 from envs.registry import make_env
 from planners.mpc import MPCConfig, build_mpc, with_preset
 from planners.objectives import GoalObjective
-from policies.evaluation import ZeroActions, rate
 from wm.data.store import EpisodeStore
-from wm.evaluation.closed_loop import run_goal_episodes
+from wm.evaluation.goal_reaching import Problems, run_controller
+from wm.evaluation.metrics import rate
 from wm.evaluation.oracle import FeatureGoalController, SimulatorWorldModel
 from wm.goals import dataset_goals, goal_batch
 from wm.models.checkpoint import load_checkpoint
@@ -61,13 +62,13 @@ def envs_for(pairs: list, size: int) -> list:
 def run_summary(envs: list, pairs: list, controller, desc: str) -> dict:
     """`controller` on `pairs` in `envs` for the budget: success (95% interval), median final distance, seconds."""
     started = time.time()
-    out = run_goal_episodes(envs, pairs, controller, BUDGET, videos=0, desc=desc)
+    out = run_controller(Problems(ENV, envs, pairs, {}, BUDGET), controller, desc=desc, videos=0)
     return {**rate(out.success), "median_final_distance": round(float(np.median(out.distance)), 3),
             "seconds": round(time.time() - started)}  # fmt: skip
 
 
 def oracle_runs(model, cfg: MPCConfig, pairs, n_frames: int, n_search: int, seed: int) -> dict:
-    size = model.spec["image_size"]
+    size = model.spec.image_size
     result = {}
     if n_frames:
         sub = pairs[:n_frames]
@@ -95,7 +96,7 @@ def objective_ranking(model, objective, store_path, pairs, seed: int, per_sigma:
     sigmas = (0.3, 0.6, 1.0)
     rng = np.random.default_rng(seed)
     spec = model.spec
-    fs, size = spec["frameskip"], spec["image_size"]
+    fs, size = spec.frameskip, spec.image_size
     blocks = OFFSET // fs
     sim = make_env(ENV, size).unwrapped
     sim.reset(seed=0)
@@ -154,7 +155,7 @@ def objective_ranking(model, objective, store_path, pairs, seed: int, per_sigma:
 def open_loop(model, store_path, seed: int, horizon: int = 8, min_move: float = 0.05, max_windows: int = 400) -> dict:
     """(c): block pose read from latents by an MLP probe, along the model's rollouts on pushes."""
     spec = model.spec
-    fs, h = spec["frameskip"], spec["num_hist"]
+    fs, h = spec.frameskip, spec.num_hist
     rng = np.random.default_rng(seed)
     with EpisodeStore.open(store_path) as store:
         n_ep = store.num_episodes
@@ -232,12 +233,12 @@ def open_loop(model, store_path, seed: int, horizon: int = 8, min_move: float = 
 @torch.no_grad()
 def resolution(model, pairs, seed: int) -> dict:
     """(d): pixels per threshold; visual-latent shift under block / pusher displacements."""
-    size = model.spec["image_size"]
+    size = model.spec.image_size
     sim = make_env(ENV, size).unwrapped
     sim.reset(seed=0)
     view = 2 * sim.half_arena + 0.08  # metres the camera sees edge to edge
     rng = np.random.default_rng(seed)
-    vis = model.spec["visual_dim"]
+    vis = model.spec.visual_dim
     shifts, turns = (0.02, 0.04, 0.08, 0.16), (np.pi / 36, np.pi / 18, np.pi / 9, 2 * np.pi / 9)
     rows = {f"block_shift_{d}m": [] for d in shifts} | {f"block_turn_{round(np.degrees(a))}deg": [] for a in turns}
     rows |= {f"pusher_shift_{d}m": [] for d in shifts}
@@ -298,9 +299,9 @@ def main() -> None:
     for item in args.mpc:
         key, value = item.split("=", 1)
         given[key] = type(getattr(MPCConfig(), key))(value) if key != "hold_in_block" else value == "true"
-    cfg = with_preset(MPCConfig(**given), config.get("plan", {}))
-    env = make_env(ENV, model.spec["image_size"]).unwrapped
-    pairs = dataset_goals(args.data, config, args.episodes, OFFSET, np.random.default_rng(args.seed),
+    cfg = with_preset(MPCConfig(**given), config.plan_preset)
+    env = make_env(ENV, model.spec.image_size).unwrapped
+    pairs = dataset_goals(args.data, config.trained_on, args.episodes, OFFSET, np.random.default_rng(args.seed),
                           solved=env.is_success)  # fmt: skip
     parts = args.parts.split(",")
     report = {"checkpoint": args.checkpoint, "data": args.data, "pairs": len(pairs), "mpc": vars(cfg).copy()}
@@ -311,9 +312,9 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=2))
         print(json.dumps({key: value}), flush=True)
 
-    size = model.spec["image_size"]
+    size = model.spec.image_size
     if "zero" in parts:
-        zero = ZeroActions(model.spec["env_action_dim"])
+        zero = ZeroActions(model.spec.action_dim)
         save("zero", run_summary(envs_for(pairs, size), pairs, zero, "zero actions"))
     objective = build_mpc(model, cfg).objective
     if "resolution" in parts:

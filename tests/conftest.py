@@ -60,12 +60,12 @@ def maze(tmp_path_factory):
 @pytest.fixture(scope="session")
 def jepa(maze, tmp_path_factory):
     """`(model, config, path)`: the shipped PointMaze JEPA with a success head trained on top of the frozen model."""
-    from wm.app.train import run_train
+    from wm.app.train import TrainRunConfig, run_train
     from wm.models.checkpoint import load_checkpoint
 
     out = tmp_path_factory.mktemp("runs") / "head"
-    run_train(str(maze), "jepa", str(out), steps=150, init=SHIPPED,
-              overrides=["success_head=true", "only=success", "val_every=75", "lr=2e-3"])  # fmt: skip
+    settings = ["success_head=true", "only=success", "val_every=75", "lr=2e-3"]
+    run_train(TrainRunConfig(str(maze), "jepa", str(out), steps=150, init=SHIPPED, overrides=settings))
     model, config = load_checkpoint(out / "model")
     return model, config, out / "model"
 

@@ -55,7 +55,7 @@ def test_an_unfinished_run_says_so(tmp_path):
 def test_loaders_take_run_folders(runs):
     wm_run, bc_run = runs
     _, config = load_checkpoint(wm_run)
-    assert config["data"]["spec"]["env"]["id"] == "wm/Wall-v0"
+    assert config.trained_on.env_id == "wm/Wall-v0"
     policy, _, _, _ = load_policy(bc_run, world_model=wm_run)  # the hash check passes through the run folder
     assert policy.cfg.kind == "gaussian"
     assert world_model_record(wm_run)["checkpoint"] == str(wm_run / "model")  # what a new policy records

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from wm.app.cli import main
+from wm.app.cli import COMMANDS, build_parser, main
 from wm.data.store import EpisodeStore
 
 WM = [sys.executable, "-m", "wm.app.cli"]
@@ -158,6 +158,41 @@ def test_damaged_store_is_reported_not_overwritten(capsys, tmp_path):
     one_line_error(capsys, ["info", str(out)], "missing data/rgb")
     one_line_error(capsys, ["collect", "--env", "wm/Wall-v0", "--episodes", "1", "--out", str(out)], "damaged")
     assert snapshot(out) == before
+
+
+def test_every_command_has_one_entry_in_the_table():
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert list(commands) == list(COMMANDS)
+    for name, command in COMMANDS.items():
+        assert commands[name].prog == f"wm {name}" and command.help and callable(command.run)
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code = (
+        "import sys; from wm.app.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+    text = wm("--help").stdout
+    assert all(name in text for name in COMMANDS)
+
+
+def test_choices_come_from_the_registries(capsys):
+    from planners.registry import PLANNERS
+    from policies.registry import CLONED
+    from wm.models.registry import FAMILIES
+
+    one_line_error(capsys, ["train", "--data", "d", "--model", "nope", "--out", "o"], ", ".join(map(repr, FAMILIES)))
+    argv = ["plan", "--checkpoint", "c", "--env", "e", "--planner", "nope"]
+    one_line_error(capsys, argv, ", ".join(map(repr, PLANNERS)))
+    argv = ["bc", "--data", "d", "--world-model", "w", "--out", "o", "--policy", "steered"]
+    assert "steered" not in CLONED
+    one_line_error(capsys, argv, "invalid choice: 'steered' (choose from " + ", ".join(map(repr, CLONED)) + ")")
+
+
+def test_a_port_out_of_range_is_a_one_line_error(capsys):
+    for port, match in (("70000", "must be at most 65535"), ("-1", "must be at least 0"), ("x", "whole number")):
+        one_line_error(capsys, ["robot", "serve", "--env", "wm/Wall-v0", "--port", port], match)
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):

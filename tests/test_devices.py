@@ -11,8 +11,7 @@ import torch
 
 from envs.collector import collect
 from policies.checkpoint import load_policy
-from policies.controller import PolicyController
-from policies.evaluation import act_on_latents
+from policies.controller import PolicyController, act_block
 from wm.app.cli import main
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
@@ -111,13 +110,12 @@ def test_tensors_made_around_a_model_follow_its_device(wall_store):
     z_hist, past, z_goal, _ = starts.draw(4, np.random.default_rng(0))
     assert {z_hist.device, past.device, z_goal.device} == {meta}
     spec = model.spec
-    actions = torch.zeros(4, 2, spec["action_dim"], device=meta)
-    assert model.rollout(z_hist, actions, past_actions=past).shape == (4, 2, spec["tokens"], spec["latent_dim"])
-    latents = np.zeros((4, policy.cfg.history, spec["tokens"], spec["latent_dim"]), np.float32)
-    obs = {"latents": latents, "goal": latents[:, 0]}
-    assert act_on_latents(policy, generator=None)(obs).device == meta
+    actions = torch.zeros(4, 2, spec.block_action_dim, device=meta)
+    assert model.rollout(z_hist, actions, past_actions=past).shape == (4, 2, spec.tokens, spec.latent_dim)
+    latents = torch.zeros((4, policy.cfg.history, spec.tokens, spec.latent_dim), device=meta)
+    assert act_block(policy, latents, latents[:, 0], generator=None).device == meta
     controller = PolicyController(policy, model)
-    frames = {"rgb": np.zeros((2, 64, 64, 3), np.uint8), "proprio": np.zeros((2, spec["proprio_dim"]), np.float32)}
+    frames = {"rgb": np.zeros((2, 64, 64, 3), np.uint8), "proprio": np.zeros((2, spec.proprio_dim), np.float32)}
     assert controller.device == meta and controller.encode_obs(frames).device == meta
 
 

@@ -67,7 +67,7 @@ def trained():
 def test_contract_shapes_and_pixel_tokens():
     model = DiffusionWorldModel(tiny_config()).eval()
     spec = model.spec
-    assert (spec["tokens"], spec["latent_dim"], spec["visual_dim"], spec["proprio_dim"]) == (S * S, 3, 3, 0)
+    assert (spec.tokens, spec.latent_dim, spec.visual_dim, spec.proprio_dim) == (S * S, 3, 3, 0)
     rgb = torch.randint(0, 256, (2, 3, S, S, 3), dtype=torch.uint8)
     z = model.encode({"rgb": rgb})
     assert z.shape == (2, 3, S * S, 3) and z.min() >= -1 and z.max() <= 1
@@ -121,7 +121,7 @@ def test_checkpoint_round_trip_through_build_world_model(trained, tmp_path):
     model, _ = trained
     save_checkpoint(tmp_path / "ckpt", model, {"model": model.cfg.to_dict()})
     again, config = load_checkpoint(tmp_path / "ckpt")
-    assert isinstance(again, DiffusionWorldModel) and config["model"]["kind"] == "diffusion"
+    assert isinstance(again, DiffusionWorldModel) and config.kind == "diffusion"
     rebuilt = build_world_model(json.loads(json.dumps(model.cfg.to_dict())))
     assert isinstance(rebuilt, DiffusionWorldModel)
     batch = colour_batch(2, torch.Generator().manual_seed(3))
@@ -136,16 +136,17 @@ def test_cem_plans_and_mpc_acts_through_the_planners(trained):
     batch = colour_batch(2, torch.Generator().manual_seed(4))
     z = model.encode(batch)
     goal = torch.tensor([[0.9, -0.9, 0.0]]).expand(S * S, 3)[None].expand(2, -1, -1)  # red high, green low
-    objective = goal_objective(spec["visual_dim"])
-    planner = make_planner("cem", horizon=2, action_dim=spec["action_dim"], samples=32, elites=4, iterations=2)
+    objective = goal_objective(spec.visual_dim)
+    planner = make_planner("cem", horizon=2, action_dim=spec.block_action_dim, samples=32, elites=4, iterations=2)
     with torch.no_grad():
         plan = planner.plan(lambda a: objective(model.rollout(z[:, :2], a), goal), batch_size=2)
-    assert plan.shape == (2, 2, spec["action_dim"])
+    assert plan.shape == (2, 2, spec.block_action_dim)
     assert (plan[:, -1, 0] > 0).all() and (plan[:, -1, 1] < 0).all()  # the last action paints the goal colour
-    small = make_planner("cem", horizon=2, action_dim=spec["action_dim"], samples=8, elites=2, iterations=1)
+    small = make_planner("cem", horizon=2, action_dim=spec.block_action_dim, samples=8, elites=2, iterations=1)
     controller = MPCController(model, small, objective)
     controller.reset({"rgb": batch["rgb"][:, 0], "proprio": torch.zeros(2, 1)})
-    assert controller.act({"rgb": batch["rgb"][:, 0], "proprio": torch.zeros(2, 1)}).shape == (2, 2)
+    obs = {"rgb": batch["rgb"][:, 0], "proprio": torch.zeros(2, 1), "step": 0}
+    assert controller.act(obs).shape == (2, spec.frameskip, spec.action_dim)
 
 
 def test_wm_train_eval_and_imagine_with_the_diffusion_model(tmp_path, capsys):

@@ -343,7 +343,7 @@ def test_dino_checkpoint_plans_offline_without_its_weights_file(tmp_path, vits_f
     import socket
 
     from wm.app.cli import main
-    from wm.app.train import run_train
+    from wm.app.train import TrainRunConfig, run_train
     from wm.models.checkpoint import load_checkpoint
 
     weights = tmp_path / "dinov2_vits14_random.pth"  # Meta's layout, deleted once the model is trained
@@ -351,7 +351,7 @@ def test_dino_checkpoint_plans_offline_without_its_weights_file(tmp_path, vits_f
     tiny = ["encoder.image_size=28", "predictor.dim=32", "predictor.depth=1", "predictor.heads=2", "decoder=false",
             "success_head=false", "batch_size=4", "frameskip=2", "num_hist=2", "warmup_steps=1"]  # fmt: skip
     run = tmp_path / "run"
-    run_train(str(maze), "dino", str(run), steps=2, overrides=tiny, encoder_weights=str(weights))
+    run_train(TrainRunConfig(str(maze), "dino", str(run), steps=2, overrides=tiny, encoder_weights=str(weights)))
     trained_id = DinoV2Encoder("vits14", 28, weights=weights).encoder_id
     weights.unlink()
 
@@ -361,7 +361,7 @@ def test_dino_checkpoint_plans_offline_without_its_weights_file(tmp_path, vits_f
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, config = load_checkpoint(run)  # the run folder: its model/
-    assert config["model"]["encoder"]["weights"] == str(weights)  # where it came from, not read again
+    assert config.model["encoder"]["weights"] == str(weights)  # where it came from, not read again
     assert model.encoder.encoder_id == trained_id  # the same features (and feature cache key) as in training
     argv = ["plan", "--checkpoint", str(run), "--env", "wm/PointMaze-v0", "--episodes", "2", "--goal-source", "random",
             "--budget", "2", "--horizon", "2", "--samples", "8", "--elites", "2", "--iterations", "1",

@@ -125,5 +125,5 @@ def test_wall_door_is_the_only_way_across():
     env.reset(options={"state": left, "goal": left})
     for _ in range(40):  # push straight right below the door: the wall stops the agent
         env.step(np.array([1.0, 0.0], np.float32))
-    assert env.room_of(env.get_state()) == 0
+    assert env.get_state()[0] <= 0.0  # the agent's x: still in the left room (the wall is at x = 0)
     env.close()

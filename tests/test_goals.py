@@ -9,29 +9,29 @@ from pathlib import Path
 
 from wm.app.cli import main
 from wm.data.store import EpisodeStore
-from wm.evaluation.splits import held_out_episodes, is_training_store
 from wm.goals import goal_store
+from wm.models.checkpoint_config import TrainedOn
 
 ROOT = Path(__file__).parent.parent
 WALL = ROOT / "checkpoints" / "jepa-wall"
 
 
 def test_a_relative_training_store_is_found_from_here_or_as_a_copy_elsewhere(tmp_path, monkeypatch):
-    config = {"data": {"store": "data/WallMix3"}}
+    trained_on = TrainedOn("data/WallMix3", {})
     monkeypatch.chdir(tmp_path)
-    assert is_training_store(config, tmp_path / "data" / "WallMix3")
-    assert is_training_store(config, Path("/elsewhere/data/WallMix3"))
-    assert not is_training_store(config, tmp_path / "data" / "Fresh9-Wall")
-    assert not is_training_store({"data": {"store": ""}}, tmp_path)
-    assert is_training_store({"data": {"store": str(tmp_path / "s")}}, tmp_path / "s")
+    assert trained_on.is_training_store(tmp_path / "data" / "WallMix3")
+    assert trained_on.is_training_store(Path("/elsewhere/data/WallMix3"))
+    assert not trained_on.is_training_store(tmp_path / "data" / "Fresh9-Wall")
+    assert not TrainedOn("", {}).is_training_store(tmp_path)
+    assert TrainedOn(str(tmp_path / "s"), {}).is_training_store(tmp_path / "s")
 
 
 def test_goals_come_from_the_store_given_else_the_training_store_when_it_is_here(tmp_path, monkeypatch):
-    config = json.loads((WALL / "config.json").read_text())
+    trained_on = TrainedOn.from_config(json.loads((WALL / "config.json").read_text())["data"])
     monkeypatch.chdir(tmp_path)
-    assert goal_store(config, "elsewhere", tmp_path / "g", 2, 25, 0) == {"store": "elsewhere", "source": "data"}
+    assert goal_store(trained_on, "elsewhere", tmp_path / "g", 2, 25, 0) == {"store": "elsewhere", "source": "data"}
     (tmp_path / "data" / "WallMix3").mkdir(parents=True)
-    assert goal_store(config, None, tmp_path / "g", 2, 25, 0)["source"] == "training store"
+    assert goal_store(trained_on, None, tmp_path / "g", 2, 25, 0)["source"] == "training store"
     assert not (tmp_path / "g").exists()
 
 
@@ -49,10 +49,10 @@ def test_wm_plan_without_the_training_store_collects_fresh_held_out_goals(tmp_pa
     assert results["zero_action_success"]["n"] == 2  # the trivial baseline on the same pairs
     assert all("zero_action_distance" in row for row in results["per_episode"])
     assert goals["source"] == "fresh" and goals["store"] == str(out / "goal_store") and goals["episodes"] == 2
-    config = json.loads((WALL / "config.json").read_text())
+    trained_on = TrainedOn.from_config(json.loads((WALL / "config.json").read_text())["data"])
     with EpisodeStore.open(out / "goal_store") as store:
-        assert store.num_episodes == 2 and store.spec == config["data"]["spec"]
-        assert held_out_episodes(config, store)[0].tolist() == [0, 1]  # never trained on: all held out
+        assert store.num_episodes == 2 and store.spec == trained_on.spec
+        assert trained_on.held_out(store)[0].tolist() == [0, 1]  # never trained on: all held out
 
 
 def test_wm_eval_policy_without_the_training_store_collects_fresh_held_out_goals(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
 from wm.imagine import ImaginedVectorEnv, StoreStarts
-from wm.models.checkpoint import load_checkpoint
+from wm.models.checkpoint import load_checkpoint, read_config
 from wm.models.diffusion.world_model import DiffusionWMConfig, DiffusionWorldModel
 
 
@@ -21,7 +21,7 @@ def test_the_success_head_trains_alone_on_a_frozen_world_model(jepa):
     trained = model.state_dict()
     moved = [key for key, value in shipped.state_dict().items() if not torch.equal(value, trained[key])]
     assert moved and all(key.startswith("success.") for key in moved)  # the head learned, the world model did not
-    assert model.success_mode == "goal" and config["train"]["only"] == "success"
+    assert model.success_mode == "goal" and read_config(config.path)["train"]["only"] == "success"
 
 
 def test_the_latent_success_head_separates_reached_from_unreached_goals(jepa, maze):
@@ -46,7 +46,7 @@ def test_the_latent_success_head_separates_reached_from_unreached_goals(jepa, ma
 def test_step_by_step_imagination_with_restarts_matches_batched_rollouts(jepa):
     model, _, _ = jepa
     torch.manual_seed(0)
-    h, a = model.spec["num_hist"], model.spec["action_dim"]
+    h, a = model.spec.num_hist, model.spec.block_action_dim
     z, past, acts = torch.randn(4, h, 1, 74), torch.randn(4, h - 1, a), torch.randn(4, 6, a)
     with torch.no_grad():
         state = model.start_imagination(z, past)
@@ -83,7 +83,7 @@ def test_imagined_env_speaks_gymnasiums_vector_api_for_the_jepa(jepa, maze):
     starts = StoreStarts(model, maze, goal_blocks=(1, 4), velocity_dims=VELOCITY)
     env = ImaginedVectorEnv(model, starts, num_envs=8, horizon=3, history=2)
     assert env.single_observation_space["latents"].shape == (2, 1, 74)
-    assert env.single_action_space.shape == (model.spec["action_dim"],)
+    assert env.single_action_space.shape == (model.spec.block_action_dim,)
     first, rewards = drive(env, 7, seed=3)
     again, rewards_again = drive(env, 7, seed=3)  # seeding: the same starts, goals and futures
     for a, b in zip(first, again, strict=True):
@@ -125,7 +125,7 @@ def test_same_step_autoreset_puts_the_last_observation_in_info(jepa, maze):
 
 def test_imagined_rollouts_of_recorded_actions_track_the_recorded_future(jepa, maze):
     model, _, _ = jepa
-    fs, h, blocks = model.spec["frameskip"], model.spec["num_hist"], 6
+    fs, h, blocks = model.spec.frameskip, model.spec.num_hist, 6
     with EpisodeStore.open(maze) as store:
         episodes = [store.episode(i, ["rgb", "proprio", "action"]) for i in range(store.num_episodes)]
     t = (h - 1) * fs

@@ -14,12 +14,13 @@ from PIL import Image
 
 from envs.collector import collect
 from wm.app.cli import main
-from wm.app.train import run_train
+from wm.app.train import TrainRunConfig, run_train
 from wm.data.exporters.lerobot import export_lerobot
 from wm.data.exporters.video import Mp4Writer
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.evaluation.open_loop import evaluate
+from wm.models.checkpoint import load_checkpoint
 
 VIDEO_TOLERANCE = 4.0  # mean |error| in uint8 levels that H.264 (crf 12, yuv420p) may add to a 32-px frame
 ENV = "wm/PointMaze-v0"
@@ -283,8 +284,8 @@ def test_a_jepa_trained_on_an_imported_replay_buffer_beats_copy_last(tmp_path):
         *("predictor.dim=32", "predictor.depth=1", "predictor.heads=2", "batch_size=8", "frameskip=2", "num_hist=2"),
         *("val_every=1000", "log_every=100", "warmup_steps=10", "ckpt_every=1000", "val_fraction=0.25"),
     ]
-    run_train(str(store), "jepa", str(tmp_path / "run"), steps=300, overrides=tiny)
-    report = evaluate(tmp_path / "run" / "model", str(store), horizon=3, max_windows=64)
+    run_train(TrainRunConfig(str(store), "jepa", str(tmp_path / "run"), steps=300, overrides=tiny))
+    report = evaluate(*load_checkpoint(tmp_path / "run" / "model"), str(store), horizon=3, max_windows=64)
     assert report["held_out"] == "validation episodes of the training store" and report["episodes"] == 3
     assert report["beats_copy_last_every_step"], report["latent_mse"]
 

@@ -6,13 +6,15 @@ import torch
 from planners.mpc import MPCController
 from planners.objectives import GoalObjective, goal_objective
 from planners.registry import make_planner
+from wm.models.protocol import ModelSpec
 
 
 class ToyModel:
     """Latent = proprio position (N=1, D=2); a block of `frameskip` 2-D actions moves it by their sum * 0.1."""
 
     def __init__(self, frameskip=2, num_hist=2):
-        self.spec = {"frameskip": frameskip, "num_hist": num_hist, "env_action_dim": 2, "action_dim": 2 * frameskip}
+        self.spec = ModelSpec("toy", frameskip, 2, num_hist, image_size=1, tokens=1, latent_dim=2, visual_dim=2,
+                              proprio_dim=0)  # fmt: skip
         self.past_seen = []
 
     def encode(self, obs):
@@ -56,11 +58,13 @@ def test_mpc_reaches_the_goal_from_observations_only():
     controller.reset({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": goal})
     pos = torch.zeros(2, 2)
     executed = []
-    for _ in range(20):
-        action = controller.act({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": pos})
-        assert action.shape == (2, 2) and action.abs().max() <= 1.0
-        executed.append(action)
-        pos = pos + 0.1 * action
+    for step in range(0, 20, 2):
+        chunk = controller.act({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": pos, "step": step})
+        assert chunk.shape == (2, 2, 2) and chunk.abs().max() <= 1.0  # one block of frameskip=2 actions
+        for k, action in enumerate(chunk.unbind(1)):
+            controller.executed(step + k, {"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": pos}, action)
+            executed.append(action)
+            pos = pos + 0.1 * action
     assert torch.linalg.norm(pos - goal, dim=1).max() < 0.1
     assert len(controller.latencies) == 10  # one replan per block of frameskip=2 steps
     # from the second replan on, the model sees the block actually executed as its past action
@@ -72,8 +76,8 @@ def test_held_block_actions_repeat_each_planned_action_over_the_block():
     planner = make_planner("cem", horizon=2, action_dim=2, samples=100, elites=10, iterations=5, seed=0)
     controller = MPCController(model, planner, goal_objective(visual_dim=2), hold_in_block=True)
     controller.reset({"rgb": torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "proprio": torch.tensor([[0.3, 0.3]])})
-    obs = {"rgb": torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "proprio": torch.zeros(1, 2)}
-    block = [controller.act(obs) for _ in range(3)]
+    obs = {"rgb": torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "proprio": torch.zeros(1, 2), "step": 0}
+    block = controller.act(obs)[0]  # (frameskip, A)
     assert torch.equal(block[0], block[1]) and torch.equal(block[1], block[2])
     assert (block[0] > 0).all()  # toward the goal
 
@@ -92,7 +96,7 @@ def test_wm_plan_cli_writes_results_and_refuses_bad_settings_without_leaving_fil
     argv = [*base, "--budget", "6", "--samples", "20", "--elites", "5", "--iterations", "2", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["episodes"] == 2 and results["config"]["elites"] == 5 and results["replan_latency_s"]["n"] == 2
+    assert results["episodes"] == 2 and results["config"]["elites"] == 5 and results["decision_latency_ms"]["n"] == 2
     assert (out / "episode_0.mp4").is_file() and (out / "summary.png").is_file()
     # Wall's planning preset (hold_in_block, 20 iterations) fills what the flags leave out; the flags win
     assert results["config"]["hold_in_block"] and results["config"]["iterations"] == 2
@@ -128,14 +132,14 @@ def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
     obs, _ = env.reset(seed=0)
     goal = env.observe_state(env.sample_goal(np.random.default_rng(0)))
     batch = lambda o: {k: torch.as_tensor(o[k])[None] for k in ("rgb", "proprio")}  # noqa: E731
-    actions = torch.rand(1, 64, 5, model.spec["action_dim"], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    actions = torch.rand(1, 64, 5, model.spec.block_action_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
     costs = {}
     for bf16 in (False, True):
-        planner = make_planner("cem", horizon=5, action_dim=model.spec["action_dim"], samples=8, elites=2)
-        controller = MPCController(model, planner, goal_objective(model.spec["visual_dim"]), bf16=bf16)
+        planner = make_planner("cem", horizon=5, action_dim=model.spec.block_action_dim, samples=8, elites=2)
+        controller = MPCController(model, planner, goal_objective(model.spec.visual_dim), bf16=bf16)
         controller.reset(batch(goal))
-        z = controller._encode(batch(obs))
-        costs[bf16] = controller._cost_fn(z, None)(actions)[0]
+        z = controller.encode(batch(obs))[:, None]  # (1, 1, N, D)
+        costs[bf16] = controller.cost_fn(z, None)(actions)[0]
     assert costs[True].dtype == torch.float32
     rank = lambda c: c.argsort().argsort().float()  # noqa: E731
     assert torch.corrcoef(torch.stack([rank(costs[False]), rank(costs[True])]))[0, 1] > 0.9

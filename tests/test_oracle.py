@@ -10,7 +10,7 @@ from envs.registry import make_env
 from planners.cem import CEM
 from planners.mpc import MPCController
 from planners.objectives import GoalObjective
-from wm.evaluation.closed_loop import run_goal_episodes
+from wm.evaluation.goal_reaching import Problems, run_controller
 from wm.evaluation.oracle import FeatureGoalController, SimulatorWorldModel
 from wm.models.checkpoint import load_checkpoint
 
@@ -67,6 +67,6 @@ def test_mpc_on_the_pose_oracle_reaches_pusht_goals_zero_actions_do_not():
         MPCController(oracle, planner, GoalObjective("mse", "weighted")), pose(sim)[None]
     )
     pair = {"start": start, "goal": goal, "goal_obs": env.observe_state(goal), "source": {}}
-    out = run_goal_episodes(envs, [pair], controller, 30, videos=0)
+    out = run_controller(Problems("wm/PushT-v0", envs, [pair], {}, 30), controller, videos=0)
     assert out.success[0] and out.distance[0] < 0.08
     assert not env.is_success(start, goal)

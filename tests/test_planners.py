@@ -3,12 +3,15 @@
 import pytest
 import torch
 
-from planners.cem import CEM, DINO_WM_PRESET
+from planners.cem import CEM
 from planners.icem import colored_filter, colored_noise
 from planners.registry import PLANNERS, make_planner
 from wm.errors import WMError
 
 H, A = 4, 2
+# DINO-WM's planner (Zhou et al. 2024, "DINO-WM: World Models on Pre-trained Visual Features enable Zero-shot
+# Planning", arXiv:2411.04983): horizon 5, 300 samples, top 30, 30 iterations, init std 1 in normalised actions.
+DINO_WM_PRESET = {"horizon": 5, "samples": 300, "elites": 30, "iterations": 30, "init_std": 1.0}
 CONFIGS = {  # small budgets that solve the test problems in well under a second each
     "cem": {"samples": 200, "elites": 20, "iterations": 20},
     "icem": {"samples": 200, "elites": 20, "iterations": 20, "beta": 1.0},

@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import SHIPPED
 
-from policies.checkpoint import build_policy, load_policy
+from policies.checkpoint import load_policy
 from policies.diffusion import DiffusionPolicy
 from policies.gaussian import GaussianPolicy
 from policies.protocol import PolicyConfig
+from policies.registry import build_policy
 from wm.app.cli import main
 from wm.errors import WMError
 from wm.models.checkpoint import read_config, save_checkpoint
@@ -113,7 +114,7 @@ def test_bad_policy_input_gives_one_line_errors_and_writes_nothing(cloned, maze,
         for p in policy.mean_net.parameters():
             p.fill_(float("nan"))
     broken = tmp_path / "broken"
-    save_checkpoint(broken, policy, {k: v for k, v in config.items() if k != "format"})
+    save_checkpoint(broken, policy, {k: v for k, v in read_config(config.path).items() if k != "format"})
     nan = ["eval-policy", "--policy", str(broken), "--env", "wm/PointMaze-v0", "--data", str(maze), "--episodes", "2"]
     one_line_error(capsys, [*nan, "--out", str(tmp_path / "f")], "NaN")
     assert not any((tmp_path / name).exists() for name in "abcdef")
@@ -147,10 +148,10 @@ def test_bc_refuses_a_store_without_expert_episodes(jepa, tmp_path, capsys):
 
 def test_policy_checkpoints_rebuild_exactly(cloned):
     policy, config, model, _ = load_policy(cloned)
-    again = build_policy(config["policy"])
+    again = build_policy(config.policy)
     again.load_state_dict(policy.state_dict())
-    z = torch.randn(3, 1, model.spec["tokens"], model.spec["latent_dim"])
-    goal = torch.randn(3, model.spec["tokens"], model.spec["latent_dim"])
+    z = torch.randn(3, 1, model.spec.tokens, model.spec.latent_dim)
+    goal = torch.randn(3, model.spec.tokens, model.spec.latent_dim)
     assert torch.equal(policy.act(z, goal), again.eval().act(z, goal))
 
 
@@ -180,8 +181,8 @@ def test_a_policy_drives_a_robot_through_wm_validate(cloned, tmp_path):
 
 
 def test_policy_settings_are_checked():
-    with pytest.raises(WMError, match="gaussian, diffusion or steered"):
-        PolicyConfig(kind="tree")
+    with pytest.raises(WMError, match="unknown policy kind 'tree'; use one of gaussian, diffusion, steered"):
+        build_policy(PolicyConfig(kind="tree").to_dict())  # the registry knows the kinds
     with pytest.raises(WMError, match="log_std_min"):
         PolicyConfig(log_std_min=1.0, log_std_max=0.0)
     assert np.allclose(PolicyConfig().action_high, [1.0, 1.0])

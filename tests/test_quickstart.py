@@ -10,7 +10,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from test_external_envs import TINY
 
 QUICK_START = """\
-from wm.api import collect, plan, train
+from wm.app.api import collect, plan, train
 
 env = "envs.robotics_maze:make_point_maze"  # your env: package.module:factory returning a gymnasium env
 store = collect(env, "runs/maze/data", episodes=300, workers=2)

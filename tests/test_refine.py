@@ -23,14 +23,24 @@ from wm.app.cli import main
 from wm.errors import WMError
 from wm.imagine import ImaginedVectorEnv
 from wm.models.checkpoint import read_config
+from wm.models.protocol import ModelSpec
 
 
 class PointWorld(nn.Module):
     """A known world: the latent is a 2-d position, one block moves it by 0.5 * action (clipped to the arena), and
     success is being within 0.25 of the goal. The optimal policy heads straight for the goal."""
 
-    spec = {"kind": "synthetic", "action_dim": 2, "env_action_dim": 2, "frameskip": 1, "num_hist": 1,
-            "image_size": 1, "tokens": 1, "latent_dim": 2, "visual_dim": 2, "proprio_dim": 0}  # fmt: skip
+    spec = ModelSpec(
+        "synthetic",
+        frameskip=1,
+        action_dim=2,
+        num_hist=1,
+        image_size=1,
+        tokens=1,
+        latent_dim=2,
+        visual_dim=2,
+        proprio_dim=0,
+    )
     success_mode, can_decode = "goal", False
 
     def start_imagination(self, z_hist, past_actions=None, generator=None):

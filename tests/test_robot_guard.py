@@ -15,15 +15,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from envs.controller import Controller
 from envs.robot.estop import EStop
 from envs.robot.guard import GuardConfig, SafetyGuard
 from envs.robot.lerobot import LeRobotAdapter
 from envs.robot.loop import ControlLoop
 from envs.robot.protocol import Feature, Robot, RobotError, hold_action
-from planners.mpc import MPCController, RobotMPC
+from planners.mpc import MPCController
 from planners.objectives import goal_objective
 from planners.registry import make_planner
 from wm.errors import WMError
+from wm.models.protocol import ModelSpec
 
 
 class FakeRobot:
@@ -199,11 +201,29 @@ def test_signal_estop_is_caught_by_the_watchdog_tick():
     assert np.array_equal(robot.sent[-1][1], [0, 0])
 
 
+class Chunks:
+    """A `Controller` for one robot from a function of its view (no batch axis) to a chunk `(K, A)`."""
+
+    latencies: list[float] = []
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def reset(self, goal_obs: dict) -> None:
+        pass
+
+    def act(self, obs: dict) -> np.ndarray:
+        return np.asarray(self.fn({k: v if k == "step" else v[0] for k, v in obs.items()}))[None]
+
+    def executed(self, step: int, obs: dict, sent: np.ndarray) -> None:
+        pass
+
+
 def test_the_loop_runs_at_its_rate_and_times_each_section():
     robot, guard = guarded(watchdog_s=None)
-    assert isinstance(guard, Robot)
+    assert isinstance(guard, Robot) and isinstance(Chunks(None), Controller)
     records = []
-    stats = ControlLoop(guard, lambda obs: np.full((1, 2), 0.1), hz=50).run(20, records.append)
+    stats = ControlLoop(guard, Chunks(lambda obs: np.full((1, 2), 0.1)), hz=50).run(20, records.append)
     assert stats.steps == 20 and stats.rate_hz <= 50.5  # never faster than asked (how close: bench_robot.py)
     assert all(0 <= r.t_observe + r.t_plan + r.t_send <= r.t_step + 1e-6 for r in records)
     assert [r.chunk_step for r in records] == list(range(20))
@@ -217,7 +237,7 @@ def test_a_slow_policy_makes_the_loop_warn_late(caplog):
         return np.zeros((1, 2))
 
     with caplog.at_level(logging.WARNING, logger="wm.robot"):
-        stats = ControlLoop(guard, slow, hz=50).run(3)
+        stats = ControlLoop(guard, Chunks(slow), hz=50).run(3)
     assert stats.late_steps == 3 and "control loop late" in caplog.text
 
 
@@ -230,7 +250,7 @@ def test_async_planning_drops_stale_actions():
         return np.stack([[step + k, 0.0] for k in range(8)]) / 100.0
 
     records = []
-    stats = ControlLoop(robot, plan, hz=100, async_plan=True, refill_at=4).run(40, records.append)
+    stats = ControlLoop(robot, Chunks(plan), hz=100, async_plan=True, refill_at=4).run(40, records.append)
     assert stats.dropped_actions > 0 and stats.plans >= 3
     for r in records[8:]:  # once planning runs ahead, each executed action was meant for its own step
         assert round(float(r.requested[0]) * 100) == r.step
@@ -391,7 +411,8 @@ class BlockModel:
     Records the history steps and past actions of every rollout; each rollout takes `delay` s (planning time)."""
 
     def __init__(self, frameskip=2, num_hist=3, delay=0.0):
-        self.spec = {"frameskip": frameskip, "num_hist": num_hist, "env_action_dim": 2, "action_dim": 2 * frameskip}
+        self.spec = ModelSpec("block", frameskip, 2, num_hist, image_size=1, tokens=1, latent_dim=3, visual_dim=3,
+                              proprio_dim=0)  # fmt: skip
         self.delay, self.seen = delay, []
 
     def encode(self, obs):
@@ -412,9 +433,9 @@ def test_mpc_on_a_robot_plans_from_the_actions_actually_sent(async_plan):
     robot, guard = guarded(high=0.05, max_delta=0.04, watchdog_s=None)  # the guard clips most planned actions
     model = BlockModel(frameskip=2, num_hist=3, delay=0.004 if async_plan else 0.0)
     planner = make_planner("cem", horizon=3, action_dim=4, samples=16, elites=4, iterations=2, seed=0)
-    mpc = RobotMPC(MPCController(model, planner, goal_objective(visual_dim=2), replan_every=2))
-    mpc.reset({"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.array([0.5, 0.5, 0.0], np.float32)})
-    loop = ControlLoop(guard, mpc.act, hz=100, async_plan=async_plan, refill_at=2, executed=mpc.executed)
+    mpc = MPCController(model, planner, goal_objective(visual_dim=2), replan_every=2)
+    mpc.reset({"rgb": np.zeros((1, 8, 8, 3), np.uint8), "proprio": np.array([[0.5, 0.5, 0.0]], np.float32)})
+    loop = ControlLoop(guard, mpc, hz=100, async_plan=async_plan, refill_at=2)
     records = []
     stats = loop.run(24, records.append)
     assert mpc.chunk == 4 and stats.plans >= 5 and len(mpc.latencies) >= stats.plans
@@ -434,20 +455,20 @@ def test_mpc_on_a_robot_plans_from_the_actions_actually_sent(async_plan):
         assert any(s % 2 for s in plan_steps) or stats.dropped_actions > 0  # plans from any step, stale ones dropped
 
 
-def test_robot_mpc_keeps_what_later_plans_need_and_needs_to_be_told_what_was_sent():
+def test_mpc_keeps_what_later_plans_need_and_needs_to_be_told_what_was_sent():
     model = BlockModel(frameskip=2, num_hist=3)
     planner = make_planner("cem", horizon=2, action_dim=4, samples=8, elites=2, iterations=1, seed=0)
-    mpc = RobotMPC(MPCController(model, planner, goal_objective(visual_dim=2)))
-    mpc.reset({"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.zeros(3, np.float32)})
+    mpc = MPCController(model, planner, goal_objective(visual_dim=2))
+    mpc.reset({"rgb": np.zeros((1, 8, 8, 3), np.uint8), "proprio": np.zeros((1, 3), np.float32)})
 
     def obs(step):
-        return {"rgb": np.zeros((8, 8, 3), np.uint8), "proprio": np.array([0, 0, step], np.float32), "step": step}
+        return {"rgb": np.zeros((1, 8, 8, 3), np.uint8), "proprio": np.array([[0, 0, step]], np.float32), "step": step}
 
-    assert mpc.act(obs(0)).shape == (2, 2)
+    assert mpc.act(obs(0)).shape == (1, 2, 2)
     with pytest.raises(WMError, match=r"not told what was sent at steps \[0, 1\]"):
         mpc.act(obs(2))
     for step in range(5):
-        mpc.executed(step, obs(step), np.full(2, step, np.float32))
+        mpc.executed(step, obs(step), np.full((1, 2), step, np.float32))
         if step in (3, 4):  # plans from any step (asynchronous planning): 3 (history 1, 3), then 4 (0, 2, 4)
             mpc.act(obs(step))
             frames, past = model.seen[-1]

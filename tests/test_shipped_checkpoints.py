@@ -50,8 +50,8 @@ def test_planning_presets_name_mpc_settings_and_wall_holds_its_actions_in_blocks
 def test_shipped_checkpoint_beats_copy_last_on_fresh_episodes(path):
     model, config = load_checkpoint(path)
     spec = model.spec
-    env_id = config["data"]["spec"]["env"]["id"]
-    h, fs, horizon = spec["num_hist"], spec["frameskip"], 5
+    env_id = config.trained_on.env_id
+    h, fs, horizon = spec.num_hist, spec.frameskip, 5
     span = (h + horizon - 1) * fs  # env steps covered by one window
     model_err, copy_err = np.zeros(horizon), np.zeros(horizon)
     for episode in collect(env_id, 2, span + 60, policy="expert", seed=987654, workers=1):
@@ -71,9 +71,9 @@ def test_shipped_checkpoint_beats_copy_last_on_fresh_episodes(path):
 def test_shipped_policy_acts_with_its_world_model(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs name their world models relative to the repository, as the README runs them
     policy, config, model, model_config = load_policy(path.relative_to(ROOT))
-    env_id = model_config["data"]["spec"]["env"]["id"]
+    env_id = model_config.trained_on.env_id
     episode = next(iter(collect(env_id, 1, 40, policy="expert", seed=987654, workers=1)))
-    frames = slice(0, 40, model.spec["frameskip"])
+    frames = slice(0, 40, model.spec.frameskip)
     z = model.encode({k: torch.from_numpy(episode[k][frames][None]) for k in ("rgb", "proprio")})  # (1, 8, N, D)
     history = policy.cfg.history
     actions = policy.act(z[:, :history], z[:, -1])  # (1, frameskip, A)
@@ -81,6 +81,6 @@ def test_shipped_policy_acts_with_its_world_model(path, monkeypatch):
     assert actions.shape == (1, policy.cfg.frameskip, policy.cfg.action_dim)
     assert bool(((actions >= low - 1e-6) & (actions <= high + 1e-6)).all())
     if policy.cfg.kind == "steered":
-        base, _, _, _ = load_policy(config["refined_from"]["path"])
+        base, _, _, _ = load_policy(config.refined_from["path"])
         for name, tensor in base.state_dict().items():
             assert torch.equal(policy.base.state_dict()[name], tensor), name

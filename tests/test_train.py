@@ -14,12 +14,12 @@ import torch
 
 from envs.collector import collect
 from wm.app.cli import main
-from wm.app.train import run_train
+from wm.app.train import TrainRunConfig, run_train
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
 from wm.errors import WMError
-from wm.models.checkpoint import load_checkpoint
+from wm.models.checkpoint import load_checkpoint, read_config
 
 TINY_COMMON = [
     "predictor.dim=32",
@@ -57,19 +57,19 @@ def maze(tmp_path_factory):
 def window_batch(path, model, n=4):
     store = EpisodeStore.open(path)
     spec = model.spec
-    ds = WindowDataset(store, [0, 1], WindowConfig(spec["num_hist"], 2, spec["frameskip"]))
+    ds = WindowDataset(store, [0, 1], WindowConfig(spec.num_hist, 2, spec.frameskip))
     items = [ds[i] for i in range(n)]
     return {k: torch.stack([it[k] for it in items]) for k in ("rgb", "proprio", "action")}
 
 
 def test_jepa_trains_and_the_checkpoint_round_trips(maze, tmp_path):
-    summary = run_train(str(maze), "jepa", str(tmp_path / "run"), steps=8, overrides=TINY_JEPA)
+    summary = run_train(TrainRunConfig(str(maze), "jepa", str(tmp_path / "run"), steps=8, overrides=TINY_JEPA))
     assert summary["steps"] == 8 and "val_pred" in summary
     model, config = load_checkpoint(tmp_path / "run" / "model")
     again, _ = load_checkpoint(tmp_path / "run" / "model")
-    assert config["step"] == 8 and config["data"]["val_episodes"]
+    assert config.step == 8 and config.trained_on.val_episodes
     batch = window_batch(maze, model)
-    h = model.spec["num_hist"]
+    h = model.spec.num_hist
     z = model.encode(batch)
     out1 = model.rollout(z[:, :h], batch["action"][:, h - 1 :], batch["action"][:, : h - 1])
     out2 = again.rollout(again.encode(batch)[:, :h], batch["action"][:, h - 1 :], batch["action"][:, : h - 1])
@@ -100,7 +100,7 @@ def test_killed_training_resumes_at_its_step(maze, tmp_path):
 
 
 def test_dino_random_weights_trains_from_the_feature_cache(maze, tmp_path):
-    summary = run_train(str(maze), "dino", str(tmp_path / "run"), steps=4, overrides=TINY_DINO)
+    summary = run_train(TrainRunConfig(str(maze), "dino", str(tmp_path / "run"), steps=4, overrides=TINY_DINO))
     assert summary["steps"] == 4
     model, _ = load_checkpoint(tmp_path / "run" / "model")
     store = EpisodeStore.open(maze)
@@ -110,14 +110,14 @@ def test_dino_random_weights_trains_from_the_feature_cache(maze, tmp_path):
     ds = WindowDataset(
         store,
         [0, 1],
-        WindowConfig(model.spec["num_hist"], 2, model.spec["frameskip"]),
+        WindowConfig(model.spec.num_hist, 2, model.spec.frameskip),
         keys=("rgb", "proprio", f"features/{cache_keys[0]}"),
         rename={f"features/{cache_keys[0]}": "f"},
     )
     cached = torch.stack([ds[i]["f"] for i in range(4)]).float()
     live = model.encode_visual(batch["rgb"])
     torch.testing.assert_close(cached, live, atol=2e-2, rtol=2e-2)  # fp16 cache
-    h = model.spec["num_hist"]
+    h = model.spec.num_hist
     a = batch["action"]
     z_live = model.join(live, batch["proprio"])
     z_cached = model.join(cached, batch["proprio"])
@@ -133,7 +133,7 @@ def test_ddp_on_cpu_with_gloo(maze, tmp_path):
     result = subprocess.run([*cmd, *TINY_JEPA], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     model, config = load_checkpoint(out / "model")
-    assert config["step"] == 4
+    assert config.step == 4
 
 
 def test_bad_train_settings_are_one_line_errors(maze, capsys, tmp_path):
@@ -151,7 +151,7 @@ def test_bad_train_settings_are_one_line_errors(maze, capsys, tmp_path):
 
 
 def test_eval_model_and_imagine(maze, tmp_path, capsys):
-    run_train(str(maze), "jepa", str(tmp_path / "run"), steps=4, overrides=TINY_JEPA)
+    run_train(TrainRunConfig(str(maze), "jepa", str(tmp_path / "run"), steps=4, overrides=TINY_JEPA))
     ckpt = str(tmp_path / "run" / "model")
     capsys.readouterr()
     assert main(["eval-model", "--checkpoint", ckpt, "--data", str(maze), "--horizon", "3", "--windows", "8"]) == 0
@@ -170,31 +170,25 @@ def test_eval_model_and_imagine(maze, tmp_path, capsys):
 
 
 def test_bf16_autocast_switch_trains_on_cpu(maze, tmp_path):
-    summary = run_train(str(maze), "jepa", str(tmp_path / "bf16"), steps=3, overrides=[*TINY_JEPA, "bf16=true"])
+    settings = [*TINY_JEPA, "bf16=true"]
+    summary = run_train(TrainRunConfig(str(maze), "jepa", str(tmp_path / "bf16"), steps=3, overrides=settings))
     assert summary["steps"] == 3 and np.isfinite(summary["val_pred"])
-    _, config = load_checkpoint(tmp_path / "bf16" / "model")
-    assert config["train"]["bf16"] is True
+    assert read_config(tmp_path / "bf16" / "model")["train"]["bf16"] is True
 
 
 def test_init_fine_tunes_a_checkpoint_keeping_its_model_and_normalisation(maze, tmp_path):
-    run_train(str(maze), "jepa", str(tmp_path / "base"), steps=4, overrides=TINY_JEPA)
+    run_train(TrainRunConfig(str(maze), "jepa", str(tmp_path / "base"), steps=4, overrides=TINY_JEPA))
     base, base_cfg = load_checkpoint(tmp_path / "base" / "model")
 
     def fine_tune(name, overrides, kind="jepa", steps=2):
-        run_train(
-            str(maze),
-            kind,
-            str(tmp_path / name),
-            steps=steps,
-            overrides=overrides,
-            init=str(tmp_path / "base" / "model"),
-        )
+        init = str(tmp_path / "base" / "model")
+        run_train(TrainRunConfig(str(maze), kind, str(tmp_path / name), steps=steps, overrides=overrides, init=init))
         return load_checkpoint(tmp_path / name / "model")
 
     # lr=0: the fine-tuned parameters must be exactly the checkpoint's, not a fresh model's (BatchNorm's running
     # statistics still move)
     tuned, cfg = fine_tune("tuned", ["lr=0", "batch_size=4"])
-    assert cfg["model"] == base_cfg["model"] and cfg["init"]["step"] == 4
+    assert cfg.model == base_cfg.model and cfg.init["step"] == 4
     params = zip(base.parameters(), tuned.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in params)
     moved, _ = fine_tune("moved", ["batch_size=4"])
@@ -239,9 +233,8 @@ def test_batchnorm_statistics_are_re_estimated_under_the_current_weights(tmp_pat
 def test_checkpoints_carry_re_estimated_batchnorm_statistics(maze, tmp_path):
     tracked = {}
     for batches in (0, 3):
-        run_train(
-            str(maze), "jepa", str(tmp_path / f"bn{batches}"), steps=5, overrides=[*TINY_JEPA, f"bn_batches={batches}"]
-        )
+        settings = [*TINY_JEPA, f"bn_batches={batches}"]
+        run_train(TrainRunConfig(str(maze), "jepa", str(tmp_path / f"bn{batches}"), steps=5, overrides=settings))
         model, _ = load_checkpoint(tmp_path / f"bn{batches}" / "model")
         tracked[batches] = int(model.encoder.projector[1].num_batches_tracked)  # BatchNorm calls counted
     assert tracked[3] * 5 == tracked[0] * 3  # the statistics of 3 batches after 5 steps, not those of the 5 steps

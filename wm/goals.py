@@ -20,28 +20,30 @@ import numpy as np
 
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
-from wm.evaluation.splits import held_out_episodes
+from wm.models.checkpoint_config import TrainedOn
 
 log = logging.getLogger("wm.goals")
 FRESH_GOAL_STREAM = 0x60A15  # mixed into --seed: fresh goal episodes never replay a `wm collect --seed N` episode
+COLLECT_FRAMES_PER_S = 350  # a noisy expert with rendering on 2 CPU cores (PushT: 402,000 frames in 1,069 s)
 
 
-def goal_store(config: dict, data, scratch, episodes: int, goal_offset: int, seed: int, min_start: int = 0) -> dict:
+def goal_store(trained_on: TrainedOn, data, scratch, episodes: int, goal_offset: int, seed: int,
+               min_start: int = 0) -> dict:  # fmt: skip
     """Where the dataset goals of a run come from, as its report says: `{"store": path, "source": ...}`.
 
-    `data` when given (`"source": "data"`); else the checkpoint's (`config`) training store when it is on this
+    `data` when given (`"source": "data"`); else the checkpoint's training store (`trained_on`) when it is on this
     machine (`"training store"`: its validation episodes are the held-out ones); else, as for a shipped checkpoint
     on a fresh clone, `episodes` noisy-expert episodes of the checkpoint's env, image size and episode length,
     collected now into the new store `scratch` (`"fresh"`), seeded from `seed` apart from any `wm collect` seed:
     never trained on, so every one of them is held out."""
-    named = config["data"]["store"]
-    if data is not None or Path(named).is_dir():
+    named = trained_on.store
+    if data is not None or trained_on.store_is_here:
         return {"store": str(data if data is not None else named), "source": "data" if data is not None else
                 "training store"}  # fmt: skip
     from envs.registry import is_builtin
     from wm.data.collection import CollectConfig, run_collect
 
-    env = config["data"]["spec"]["env"]
+    env = trained_on.env
     if not is_builtin(env["id"]):
         raise WMError(f"the checkpoint's store {named} is not here and {env['id']} has no scripted expert to "
                       f"collect goals with; pass --data STORE of {env['id']}")  # fmt: skip
@@ -49,8 +51,11 @@ def goal_store(config: dict, data, scratch, episodes: int, goal_offset: int, see
         raise WMError(f"{env['id']} episodes last {env['episode_steps']} steps, too few for goals {goal_offset} "
                       f"steps ahead (+ {min_start}); lower --goal-offset")  # fmt: skip
     fresh_seed = int(np.random.SeedSequence([seed, FRESH_GOAL_STREAM]).generate_state(1)[0])
-    log.info("goals: the checkpoint's training store %s is not here; collecting %d fresh expert episodes into %s "
-             "(never trained on: all held out)", named, episodes, scratch)  # fmt: skip
+    frames = episodes * (env["episode_steps"] + 1)
+    log.warning("goals: the checkpoint's training store %s is not here; collecting %d fresh expert episodes (%d "
+                "frames, about %d s at the ~%d frames/s of 2 CPU cores) into %s before planning (never trained on: all "
+                "held out; pass --data STORE to use a store you have)", named, episodes, frames,
+                max(1, frames // COLLECT_FRAMES_PER_S), COLLECT_FRAMES_PER_S, scratch)  # fmt: skip
     run_collect(CollectConfig(env["id"], episodes, str(scratch), seed=fresh_seed, workers=min(2, os.cpu_count() or 1),
                               steps=env["episode_steps"], image_size=env["image_size"]))  # fmt: skip
     return {"store": str(scratch), "source": "fresh", "episodes": episodes, "policy": "expert", "seed": fresh_seed,
@@ -59,7 +64,7 @@ def goal_store(config: dict, data, scratch, episodes: int, goal_offset: int, see
 
 def dataset_goals(
     store_path,
-    config: dict,
+    trained_on: TrainedOn,
     count: int,
     goal_offset: int,
     rng: np.random.Generator,
@@ -67,20 +72,19 @@ def dataset_goals(
     solved=None,
     tries: int = 50,
 ) -> list[dict]:
-    """`count` pairs from the episodes of `store_path` that the checkpoint (`config`) held out, each goal
+    """`count` pairs from the episodes of `store_path` that the checkpoint (`trained_on`) held out, each goal
     `goal_offset` env steps after its start, which is at least `min_start` steps into its episode (room for a
     history of real frames before it). Start and goal are the store's states (the env is reset to the start and
     judges the end against the goal); the goal image is the frame the store recorded at the goal state. With
     `solved(start_state, goal_state) -> bool` (the env's `is_success`), pairs already solved at the start are
     redrawn (up to `tries` starts per episode, then another episode)."""
     path = Path(store_path)
-    env_id = config["data"]["spec"]["env"]["id"]
     if not path.is_dir():
-        raise WMError(f"goal store {path} not found; pass a store of {env_id} (--data) or use random goals")
+        raise WMError(f"goal store {path} not found; pass a store of {trained_on.env_id} (--data) or use random goals")
     with EpisodeStore.open(path) as store:
         if "state" not in store.keys:
             raise WMError(f"{path} has no simulator states; dataset goals need a store of an env with state hooks")
-        episodes, _ = held_out_episodes(config, store)
+        episodes, _ = trained_on.held_out(store)
         lengths = store.episode_lengths()[episodes]
         usable = episodes[lengths > goal_offset + min_start]
         if len(usable) == 0:

@@ -53,7 +53,7 @@ class StoreStarts:
         device=None,
     ):
         spec = model.spec
-        self.h, self.fs, self.goal_blocks = spec["num_hist"], spec["frameskip"], goal_blocks
+        self.h, self.fs, self.goal_blocks = spec.num_hist, spec.frameskip, goal_blocks
         if not 1 <= goal_blocks[0] <= goal_blocks[1]:
             raise WMError(f"goal_blocks must be 1 <= lo <= hi, got {goal_blocks}")
         if pairs is not None:
@@ -119,7 +119,7 @@ class ImaginedVectorEnv(VectorEnv):
                           "`wm train --init CK success_head=true only=success`")  # fmt: skip
         if reward not in ("success", "probability"):
             raise WMError(f"reward must be success or probability, got {reward!r}")
-        if num_envs < 1 or horizon < 1 or not 1 <= history <= model.spec["num_hist"]:
+        if num_envs < 1 or horizon < 1 or not 1 <= history <= model.spec.num_hist:
             raise WMError(f"need num_envs >= 1, horizon >= 1 and 1 <= history <= num_hist, got {num_envs}, "
                           f"{horizon}, {history}")  # fmt: skip
         spec = model.spec
@@ -129,9 +129,9 @@ class ImaginedVectorEnv(VectorEnv):
         self.threshold, self.render_mode = threshold, render_mode
         self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": ["rgb_array"]}
         action = starts.spec["action"]
-        low = np.tile(np.asarray(action["low"], np.float32), spec["frameskip"])
-        high = np.tile(np.asarray(action["high"], np.float32), spec["frameskip"])
-        n, d = spec["tokens"], spec["latent_dim"]
+        low = np.tile(np.asarray(action["low"], np.float32), spec.frameskip)
+        high = np.tile(np.asarray(action["high"], np.float32), spec.frameskip)
+        n, d = spec.tokens, spec.latent_dim
         self.single_observation_space = spaces.Dict(
             {
                 "latents": spaces.Box(-np.inf, np.inf, (history, n, d), np.float32),

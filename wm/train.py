@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from wm.device import to_device
 from wm.errors import WMError
-from wm.models.checkpoint import load_training_state, read_config, save_checkpoint
+from wm.models.checkpoint import latest_checkpoint, load_training_state, read_config, save_checkpoint
 
 
 @dataclass
@@ -107,12 +107,6 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete training checkpoint under `out/checkpoints`, if any."""
-    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
-    return ckpts[-1] if ckpts else None
 
 
 def batched(batch: dict) -> dict:

@@ -1,14 +1,15 @@
 """The control loop: observe, plan/infer, send at a fixed rate, timing each section and warning when late.
 
-A policy maps what a controller may see of an observation (`controller_view`, plus `"step"`: the control step of
-the observation since the run started) to a chunk of actions `(K, A)`, action k meant for the k-th step from the
-observation's step on (K = 1 for step-by-step controllers). After every send the optional `executed(step, obs,
-sent)` hook (in the loop's thread) tells the controller what the robot reports it sent `(A,)` (the guard's
-clipped, rate- and change-limited action, or its hold) after observing `obs` (the controller's view): a controller
-that keeps an action history (MPC's past actions) records these, not what it asked for.
+The loop drives one robot with a `Controller` (`envs.controller`, B = 1): it gives the controller what a
+controller may see of an observation (`controller_view`, plus `"step"`: the control step of the observation since
+the run started) and gets a chunk of actions, action k meant for the k-th step from the observation's step on
+(K = 1 for step-by-step controllers). After every send, `executed(step, obs, sent)` (in the loop's thread) tells the
+controller what the robot reports it sent (the guard's clipped, rate- and change-limited action, or its hold) after
+observing `obs` (the controller's view): a controller that keeps an action history (MPC's past actions) records
+these, not what it asked for.
 
-Synchronous (default): when the queue of actions is empty the loop calls the policy on the current observation and
-waits for it. Asynchronous (`async_plan=True`): a worker thread plans the next chunk from the latest observation
+Synchronous (default): when the queue of actions is empty the loop calls the controller on the current observation
+and waits for it. Asynchronous (`async_plan=True`): a worker thread plans the next chunk from the latest observation
 while the current chunk executes (it starts once `refill_at` or fewer actions are left); when a chunk arrives, the
 actions meant for steps already past are dropped as stale and the rest replace the queue. If the queue runs dry the
 loop waits for the planner (and, if all of its chunk is stale, sends the chunk's last action).
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.controller import Controller
 from envs.robot.protocol import controller_view
 
 log = logging.getLogger("wm.robot")
@@ -39,13 +41,13 @@ class StepRecord:
 
     step: int
     obs: dict  # the full observation (sim_* ground truth included, for recording only)
-    requested: np.ndarray  # (A,) what the policy asked for
+    requested: np.ndarray  # (A,) what the controller asked for
     sent: np.ndarray  # (A,) what the robot reports it sent
     chunk: np.ndarray  # (K, A) the chunk the action came from
     chunk_step: int  # the step of the observation the chunk was planned from
     new_plan: bool  # a chunk arrived at this step
     t_observe: float
-    t_plan: float  # policy time (sync) or time spent waiting for the planner (async)
+    t_plan: float  # controller time (sync) or time spent waiting for the planner (async)
     t_send: float
     t_step: float  # observe + plan + send (sleep excluded)
     late: bool  # t_step exceeded the period
@@ -66,19 +68,11 @@ class LoopStats:
 
 
 class ControlLoop:
-    """Drive `robot` with `policy(obs) -> (K, A)` at `hz` steps per second, reporting each send to `executed`."""
+    """Drive `robot` with `controller` at `hz` steps per second, reporting each send to `controller.executed`."""
 
-    def __init__(
-        self,
-        robot,
-        policy: Callable[[dict], np.ndarray],
-        hz: float,
-        async_plan: bool = False,
-        refill_at: int = 1,
-        executed: Callable[[int, dict, np.ndarray], None] | None = None,
-    ):
-        self.robot, self.policy, self.period = robot, policy, 1.0 / hz
-        self.async_plan, self.refill_at, self.executed = async_plan, refill_at, executed
+    def __init__(self, robot, controller: Controller, hz: float, async_plan: bool = False, refill_at: int = 1):
+        self.robot, self.controller, self.period = robot, controller, 1.0 / hz
+        self.async_plan, self.refill_at = async_plan, refill_at
         self.stats = LoopStats()
         self._last_warning = -np.inf
 
@@ -118,8 +112,7 @@ class ControlLoop:
                 t2 = time.perf_counter()
                 sent = np.asarray(self.robot.send_action(action), np.float32)
                 t3 = time.perf_counter()
-                if self.executed is not None:
-                    self.executed(t, view, sent)
+                self.controller.executed(t, _batch(view), sent[None])
                 late = t3 - t0 > self.period
                 stats.steps, stats.late_steps = t + 1, stats.late_steps + late
                 stats.plans += new_plan
@@ -145,8 +138,9 @@ class ControlLoop:
         return stats
 
     def _plan(self, view: dict) -> np.ndarray:
-        chunk = np.asarray(self.policy(view), np.float32)
-        return chunk.reshape(-1, chunk.shape[-1])  # (K, A)
+        chunk = self.controller.act(_batch(view))[0]
+        chunk = chunk.cpu().numpy() if hasattr(chunk, "cpu") else np.asarray(chunk)
+        return chunk.astype(np.float32).reshape(-1, chunk.shape[-1])  # (K, A)
 
     def _warn_late(self, step: int, took: float, planning: float) -> None:
         now = time.monotonic()
@@ -159,3 +153,8 @@ class ControlLoop:
                 planning * 1000,
                 self.period * 1000,
             )
+
+
+def _batch(view: dict) -> dict:
+    """One robot's view as a batch of one (`"step"` stays an int)."""
+    return {k: v if k == "step" else np.asarray(v)[None] for k, v in view.items()}

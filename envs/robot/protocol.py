@@ -6,7 +6,8 @@ safety guard's), which may differ from the one requested. Extra observation keys
 simulator ground truth (success flag, distance, state): they may be recorded but never reach a controller
 (`controller_view` strips them).
 
-A `Controller` (MPC, random actions, a learned policy) is what the control loop drives a robot with.
+A `Controller` (`envs.controller`: MPC, random actions, a learned policy) is what the control loop drives a robot
+with.
 
 Optional extensions a robot may have:
   `reset(options) -> obs`  put the scene in a start state (the simulated robot: `{"state": s, "goal": g}`); for a
@@ -74,19 +75,6 @@ class Robot(Protocol):
     def get_observation(self) -> dict[str, Any]: ...
 
     def send_action(self, action: np.ndarray) -> np.ndarray: ...
-
-
-class Controller(Protocol):
-    """One robot's controller: `reset(goal_obs)` at the start of an episode (the goal observation, `{"rgb":
-    (H, W, 3), "proprio": (P,)}`), then `act(obs) -> (K, A)`: a chunk of K >= 1 actions from what a controller may
-    see of the current observation; `latencies`: seconds of each decision (plan, policy call) since the reset."""
-
-    def reset(self, goal_obs: dict) -> None: ...
-
-    def act(self, obs: dict) -> np.ndarray: ...
-
-    @property
-    def latencies(self) -> list[float]: ...
 
 
 def controller_view(obs: dict) -> dict:

@@ -14,7 +14,7 @@ folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,76 +49,76 @@ def demo_split(expert: np.ndarray, demos: int | None, seed: int) -> tuple[np.nda
     return np.sort(pool[:demos] if demos is not None else pool), np.sort(order[:n_val])
 
 
+def bc_configs(cfg: BCConfig, spec, trained_on):
+    """`(PolicyConfig, TrainConfig)` of the run: the world model's shapes, the env's action bounds, the flags and
+    the `key=value` settings (types checked, `wm.settings`)."""
+    from policies.protocol import PolicyConfig
+    from wm.settings import route_settings
+    from wm.train import TrainConfig
+
+    routed = route_settings(list(cfg.overrides), {"policy": PolicyConfig, "train": TrainConfig},
+                            exclude=("kind", "steps", "seed"))  # fmt: skip
+    low, high = trained_on.action_bounds
+    policy_cfg = PolicyConfig.for_world_model(spec, low, high, kind=cfg.policy, **routed["policy"])
+    train_cfg = TrainConfig(**{**TRAIN_DEFAULTS, "seed": cfg.seed, **routed["train"], "steps": cfg.steps})
+    return policy_cfg, train_cfg
+
+
+def demonstrations(cfg: BCConfig, trained_on) -> tuple[np.ndarray, np.ndarray]:
+    """`(train, val)` expert episodes of `cfg.data` (`demo_split`), the world model's held-out episodes left out."""
+    from wm.data.collection import episodes_collected_with
+    from wm.data.store import EpisodeStore
+
+    with EpisodeStore.open(cfg.data) as store:
+        trained_on.require_same_data(store)
+        expert = episodes_collected_with(store, "expert")
+        if trained_on.is_training_store(store.root):
+            expert = np.setdiff1d(expert, trained_on.val_episodes)  # stay held out
+    if len(expert) == 0:
+        raise WMError(f"{cfg.data} has no expert episodes to clone; collect some with `wm collect --policy expert`")
+    return demo_split(expert, cfg.demos, cfg.seed)
+
+
 def run_bc(cfg: BCConfig) -> dict:
     import torch
 
     from envs.registry import proprio_velocity_dims
     from policies.bc import HindsightBlocks
-    from policies.checkpoint import build_policy, world_model_record
-    from policies.protocol import PolicyConfig
-    from wm.data.collection import episodes_collected_with
+    from policies.checkpoint import world_model_record
+    from policies.registry import CLONED, build_policy
     from wm.data.latent_frames import EpisodeLatents
-    from wm.data.store import EpisodeStore
     from wm.device import resolve_device
     from wm.models.checkpoint import load_checkpoint
-    from wm.run_config import parse_overrides
-    from wm.train import TrainConfig, Trainer
+    from wm.train import Trainer
 
-    if cfg.policy not in ("gaussian", "diffusion"):
-        raise WMError(f"--policy must be gaussian or diffusion, got {cfg.policy!r}")
+    if cfg.policy not in CLONED:
+        raise WMError(f"--policy must be one of {', '.join(CLONED)}, got {cfg.policy!r}")
     if cfg.demos is not None and cfg.demos < 1:
         raise WMError(f"--demos must be at least 1, got {cfg.demos}")
     device = resolve_device(cfg.device)
     model, wm_config = load_checkpoint(cfg.world_model, device)
-    overrides = parse_overrides(list(cfg.overrides))
-    policy_names = {f.name for f in fields(PolicyConfig)} - {"kind"}
-    train_names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - policy_names - train_names)
-    if unknown:
-        raise WMError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(policy_names | train_names))}"
-        )
-    with EpisodeStore.open(cfg.data) as store:
-        if store.spec != wm_config["data"]["spec"]:
-            raise WMError(f"{cfg.data} holds other data ({store.spec.get('env', {}).get('id')}) than the world model "
-                          "was trained on; pass a store of the same env and spec")  # fmt: skip
-        expert = episodes_collected_with(store, "expert")
-        if Path(wm_config["data"].get("store", "")) == store.root.resolve():
-            expert = np.setdiff1d(expert, wm_config["data"].get("val_episodes", []))  # stay held out
-        spec = store.spec
-    if len(expert) == 0:
-        raise WMError(f"{cfg.data} has no expert episodes to clone; collect some with `wm collect --policy expert`")
-    train_eps, val_eps = demo_split(expert, cfg.demos, cfg.seed)
-    env_id = spec["env"]["id"]
-    velocity_dims = proprio_velocity_dims(env_id)
-    policy_cfg = PolicyConfig.for_world_model(
-        model.spec, spec["action"]["low"], spec["action"]["high"], kind=cfg.policy,
-        **{k: v for k, v in overrides.items() if k in policy_names},
-    )  # fmt: skip
-    try:
-        chosen = {k: v for k, v in overrides.items() if k in train_names and k != "steps"}
-        train_cfg = TrainConfig(**{**TRAIN_DEFAULTS, "seed": cfg.seed, **chosen, "steps": cfg.steps})
-    except TypeError as e:
-        raise WMError(f"bad training setting: {e}") from None
-    data = {"goal_blocks": (1, cfg.goal_blocks)}
-    frames = EpisodeLatents(model, cfg.data, train_eps, velocity_dims)
-    train_ds = HindsightBlocks(frames, policy_cfg.history, policy_cfg.frameskip, **data)
-    val_ds = None
-    if len(val_eps):
-        val_frames = EpisodeLatents(model, cfg.data, val_eps, velocity_dims)
-        val_ds = HindsightBlocks(val_frames, policy_cfg.history, policy_cfg.frameskip, **data)
+    trained_on = wm_config.trained_on
+    policy_cfg, train_cfg = bc_configs(cfg, model.spec, trained_on)
+    train_eps, val_eps = demonstrations(cfg, trained_on)
+    velocity_dims = proprio_velocity_dims(trained_on.env_id)
+
+    def blocks(episodes):
+        frames = EpisodeLatents(model, cfg.data, episodes, velocity_dims)
+        return HindsightBlocks(frames, policy_cfg.history, policy_cfg.frameskip, goal_blocks=(1, cfg.goal_blocks))
+
+    train_ds, val_ds = blocks(train_eps), blocks(val_eps) if len(val_eps) else None
     run_config = {
         "policy": policy_cfg.to_dict(),
-        "world_model": world_model_record(cfg.world_model),
+        "world_model": world_model_record(wm_config.path),
         "data": {
             "store": str(Path(cfg.data).resolve()),
-            "spec": spec,
+            "spec": trained_on.spec,
             "demos": len(train_eps),
             "train_episodes": train_eps.tolist(),
             "val_episodes": val_eps.tolist(),
             "goal_blocks": [1, cfg.goal_blocks],
             "velocity_dims": list(velocity_dims),
-        },
+        },  # fmt: skip
         "bc": {"policy": cfg.policy, "demos_requested": cfg.demos, "overrides": list(cfg.overrides)},
     }
     torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed, not whatever ran before

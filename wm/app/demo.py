@@ -12,16 +12,31 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from planners.mpc import MPCConfig
 from wm.app.info import print_info
 from wm.app.plan import PlanConfig, run_plan
-from wm.app.train import run_train
+from wm.app.train import TrainRunConfig, run_train
 from wm.data.collection import CollectConfig, run_collect
 from wm.data.summary import summarize
+from wm.device import resolve_device
 from wm.errors import WMError
 from wm.evaluation.open_loop import evaluate, imagine_episode
+from wm.models.checkpoint import load_checkpoint
+
+
+@dataclass
+class DemoConfig:
+    env: str = "wm/PointMaze-v0"  # a built-in env id
+    out: str = "runs/demo"  # parent directory for the run (a new subfolder is made)
+    episodes: int = 100  # noisy-expert episodes to collect
+    random_episodes: int = 50  # random-action episodes to collect
+    train_minutes: float = 4.0  # time box for training the world model, in (0, 600]
+    refine: bool = False  # then clone a policy and refine it in imagination
+    seed: int = 0
+    plan_goals: int = 20  # held-out goal images MPC plans toward
 
 
 def new_run_dir(parent) -> Path:
@@ -68,79 +83,81 @@ def run_refine_stage(run: Path, env_id: str, seed: int) -> dict:
     return {"bc": bc["checkpoint"], "refined": refined["policy"], "real": real}
 
 
-def run_demo(
-    env_id: str = "wm/PointMaze-v0",
-    out="runs/demo",
-    episodes: int = 100,
-    random_episodes: int = 50,
-    seed: int = 0,
-    train_minutes: float = 4.0,
-    plan_goals: int = 20,
-    refine: bool = False,
-) -> Path:
-    from envs.registry import is_builtin
-
-    if not is_builtin(env_id):
-        raise WMError(f"`wm demo` runs on the built-in envs; {env_id!r} is not one (see `wm envs`)")
-    started = time.time()
-    stages = 7 if refine else 5
-    run = new_run_dir(out)
-    collects = [CollectConfig(env=env_id, episodes=episodes, out=str(run / "data"), seed=seed)]
-    if random_episodes:
-        collects.append(
-            CollectConfig(env=env_id, episodes=random_episodes, out=str(run / "data"), policy="random", seed=seed + 1)
-        )
-    train_overrides = [f"time_limit_s={train_minutes * 60:.0f}", f"seed={seed}"]
-    config = {
-        "collect": [c.__dict__ for c in collects],
-        "train": {"model": "jepa", "steps": 5000, "overrides": train_overrides},
-    }
-    (run / "demo.json").write_text(json.dumps(config, indent=2))
-
-    print(f"[1/{stages}] collecting {episodes} noisy-expert and {random_episodes} random-action episodes of {env_id}")
-    collected = [run_collect(c) for c in collects]
-    print_info(summarize(run / "data"))
-
-    print(f"[2/{stages}] training a JEPA world model (at most {train_minutes:g} min on this CPU)")
-    trained = run_train(str(run / "data"), "jepa", str(run / "model"), steps=5000, overrides=train_overrides)
-
+def open_loop_stages(run: Path, stages: int, model, config) -> tuple[dict, dict]:
+    """Stages 3 and 4: the trained model's open-loop predictions on held-out episodes against copy-last
+    (`eval.json`), and a video of real | imagined frames of the first held-out episode."""
     print(f"[3/{stages}] open-loop predictions on held-out episodes vs copy-last-frame")
-    evaluation = evaluate(run / "model" / "model", run / "data", horizon=5, max_windows=256)
+    evaluation = evaluate(model, config, run / "data", horizon=5, max_windows=256)
     (run / "eval.json").write_text(json.dumps(evaluation, indent=2))
     model_err, copy_err = evaluation["latent_mse"]["model"], evaluation["latent_mse"]["copy_last"]
     for k, (m, c) in enumerate(zip(model_err, copy_err, strict=True), start=1):
         print(f"  horizon {k}: model {m:.4f}  copy-last {c:.4f}  {'better' if m < c else 'WORSE'}")
-
     print(f"[4/{stages}] video: real frames | imagined frames")
-    val_episode = json.loads((run / "model" / "model" / "config.json").read_text())["data"]["val_episodes"][0]
-    video = imagine_episode(run / "model" / "model", run / "data", val_episode, run / "imagined.mp4")
+    video = imagine_episode(model, run / "data", config.trained_on.val_episodes[0], run / "imagined.mp4")
+    return evaluation, video
 
-    print(f"[5/{stages}] MPC with iCEM toward {plan_goals} goal images of held-out episodes (25 steps ahead, "
+
+def plan_stage(cfg: DemoConfig, run: Path, stages: int, loaded) -> dict:
+    """Stage 5: MPC with iCEM toward goal images of held-out episodes, judged by the env."""
+    print(f"[5/{stages}] MPC with iCEM toward {cfg.plan_goals} goal images of held-out episodes (25 steps ahead, "
           "50-step budget)")  # fmt: skip
     plan_cfg = PlanConfig(
         checkpoint=str(run / "model" / "model"),
-        env=env_id,
-        episodes=plan_goals,
+        env=cfg.env,
+        episodes=cfg.plan_goals,
         out=str(run / "plan"),
-        seed=seed,
+        seed=cfg.seed,
         mpc=MPCConfig(planner="icem", bf16=native_bf16()),
     )
-    planned = run_plan(plan_cfg)
+    planned = run_plan(plan_cfg, loaded)
     lo, hi = planned["success_95ci"]
     print(
         f"  success {planned['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%}), replan p50 "
-        f"{planned['replan_latency_s']['p50']:.2f} s for {plan_goals} problems at once"
+        f"{planned['decision_latency_ms']['p50'] / 1000:.2f} s for {cfg.plan_goals} problems at once"
     )
+    return planned
 
-    refined = run_refine_stage(run, env_id, seed) if refine else None
+
+def run_demo(cfg: DemoConfig) -> Path:
+    from envs.registry import is_builtin
+
+    if not is_builtin(cfg.env):
+        raise WMError(f"`wm demo` runs on the built-in envs; {cfg.env!r} is not one (see `wm envs`)")
+    if not 0 < cfg.train_minutes <= 600:
+        raise WMError(f"--train-minutes must be in (0, 600], got {cfg.train_minutes}")
+    started = time.time()
+    stages = 7 if cfg.refine else 5
+    run = new_run_dir(cfg.out)
+    data = str(run / "data")
+    collects = [CollectConfig(env=cfg.env, episodes=cfg.episodes, out=data, seed=cfg.seed)]
+    if cfg.random_episodes:
+        collects.append(
+            CollectConfig(env=cfg.env, episodes=cfg.random_episodes, out=data, policy="random", seed=cfg.seed + 1)
+        )
+    train_cfg = TrainRunConfig(data=data, model="jepa", out=str(run / "model"), steps=5000,
+                               overrides={"time_limit_s": round(cfg.train_minutes * 60), "seed": cfg.seed})  # fmt: skip
+    config = {"collect": [asdict(c) for c in collects], "train": asdict(train_cfg)}
+    (run / "demo.json").write_text(json.dumps(config, indent=2))
+
+    print(f"[1/{stages}] collecting {cfg.episodes} noisy-expert and {cfg.random_episodes} random-action episodes of "
+          f"{cfg.env}")  # fmt: skip
+    collected = [run_collect(c) for c in collects]
+    print_info(summarize(run / "data"))
+
+    print(f"[2/{stages}] training a JEPA world model (at most {cfg.train_minutes:g} min on this CPU)")
+    trained = run_train(train_cfg)
+    loaded = load_checkpoint(run / "model" / "model", resolve_device("auto"))  # once, for stages 3 to 5
+    evaluation, video = open_loop_stages(run, stages, *loaded)
+    planned = plan_stage(cfg, run, stages, loaded)
+    refined = run_refine_stage(run, cfg.env, cfg.seed) if cfg.refine else None
 
     report = {
-        "env": env_id,
+        "env": cfg.env,
         "collect": collected,
         "train": trained,
         "eval": {k: evaluation[k] for k in ("latent_mse", "beats_copy_last_every_step", "windows", "held_out")},
         "video": video["video"],
-        "plan": {k: planned[k] for k in ("success_rate", "success_95ci", "final_distance", "replan_latency_s")},
+        "plan": {k: planned[k] for k in ("success_rate", "success_95ci", "final_distance", "decision_latency_ms")},
         **({"refine": refined} if refined is not None else {}),
         "seconds": round(time.time() - started, 1),
     }

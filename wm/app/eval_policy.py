@@ -8,8 +8,9 @@ pairs run with zero actions (the trivial baseline) and, with `--imagined`, insid
 same real history before the start, the same goal, the same number of blocks, the success head as the judge): the gap
 between imagined and real success says how far to trust refinement in imagination. Writes `results.json`
 (success rates with 95% Wilson intervals, distances, per-episode outcomes, config), videos (real | imagined |
-goal) and `summary.png` (`policies.evaluation`). The policy and its world model run on `--device`; `--policy` (and
-`--world-model`) may be the `wm bc` / `wm refine --out` (`wm train --out`) folder.
+goal) and `summary.png` (`wm.evaluation.goal_reaching`, as every goal-reaching command). The policy and its world
+model run on `--device`; `--policy` (and `--world-model`) may be the `wm bc` / `wm refine --out` (`wm train --out`)
+folder.
 """
 
 from __future__ import annotations
@@ -40,20 +41,21 @@ class EvalPolicyConfig:
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict:
     from policies.checkpoint import load_policy
-    from policies.evaluation import evaluate_policy, held_out_problems, write_report
+    from policies.evaluation import evaluate_policy
     from wm.device import resolve_device
+    from wm.evaluation.goal_reaching import held_out_problems, write_report
 
     policy, config, model, wm_config = load_policy(cfg.policy, cfg.world_model, resolve_device(cfg.device))
     if cfg.imagined and model.success_mode is None:
         raise WMError("--imagined needs a world model with a success head to judge imagined episodes")
     out = require_empty_dir(cfg.out, "results")
-    envs, pairs, goals = held_out_problems(model, wm_config, cfg.env, cfg.data, out / "goal_store", cfg.episodes,
-                                           cfg.budget, cfg.goal_offset, cfg.seed)  # fmt: skip
-    results, media = evaluate_policy(policy, model, envs, pairs, goals["store"], cfg.budget, cfg.goal_offset,
-                                     cfg.imagined, cfg.seed, cfg.stochastic, cfg.goal_velocity, cfg.videos)  # fmt: skip
-    results = {"env": cfg.env, "policy": cfg.policy, "world_model": config["world_model"], **results,
-               "goals": goals, "config": asdict(cfg)}  # fmt: skip
-    write_report(out, results, media, pairs)  # only now: a failed run leaves nothing behind (but fresh goals)
-    for env in envs:
-        env.close()
+    problems = held_out_problems(model.spec, wm_config.trained_on, cfg.env, episodes=cfg.episodes, budget=cfg.budget,
+                                 goal_offset=cfg.goal_offset, seed=cfg.seed, data=cfg.data, scratch=out / "goal_store",
+                                 min_start=model.spec.history_steps, goal_velocity=cfg.goal_velocity,
+                                 what="policy evaluation")  # fmt: skip
+    ev = evaluate_policy(policy, model, problems, problems.goals["store"], cfg.goal_offset, cfg.imagined, cfg.seed,
+                         cfg.stochastic, cfg.videos)  # fmt: skip
+    results = {"policy": cfg.policy, "world_model": config.world_model, **ev.results, "config": asdict(cfg)}
+    write_report(out, results, problems, ev.run, ev.zero, ev.imagined, "policy call (ms)")  # only now: a failed
+    problems.close()  # run leaves nothing behind (but fresh goals)
     return results

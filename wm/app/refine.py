@@ -15,7 +15,7 @@ real env (`eval/bc`, `eval/refined`): counted apart, never fed back. Overrides a
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wm.errors import WMError
@@ -57,59 +57,54 @@ def plot_curve(out: Path, log: list[dict], real: dict | None) -> None:
     plt.close(fig)
 
 
-def run_refine(cfg: RefineRunConfig) -> dict:
-    from envs.registry import proprio_velocity_dims
-    from policies.checkpoint import load_policy, weights_sha256
-    from policies.refine import RefineConfig, refine
-    from wm.data.store import EpisodeStore
-    from wm.device import resolve_device
-    from wm.evaluation.splits import is_training_store
-    from wm.imagine import StoreStarts
-    from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
-    from wm.run_config import parse_overrides
+def refine_config(cfg: RefineRunConfig):
+    """The `RefineConfig` of the run: its flags and `key=value` settings (types checked, `wm.settings`)."""
+    from policies.refine import RefineConfig
+    from wm.settings import route_settings
 
-    overrides = parse_overrides(list(cfg.overrides))
-    known = {f.name for f in fields(RefineConfig)} - {"algo", "imagined_steps", "seed"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise WMError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        refine_cfg = RefineConfig(algo=cfg.algo, imagined_steps=cfg.imagined_steps, seed=cfg.seed, **overrides)
-    except TypeError as e:
-        raise WMError(f"bad refinement setting: {e}") from None
+    own = ("algo", "imagined_steps", "seed")  # set by flags, not settings
+    settings = route_settings(list(cfg.overrides), {"refine": RefineConfig}, exclude=own)["refine"]
+    return RefineConfig(algo=cfg.algo, imagined_steps=cfg.imagined_steps, seed=cfg.seed, **settings)
+
+
+def imagination_starts(cfg: RefineRunConfig, model, trained_on, goal_blocks: int):
+    """Where imagined episodes start (`wm.imagine.StoreStarts`): the training episodes of the world model's store
+    (`--data`: another store of its env, all of it); its held-out episodes stay out."""
+    from envs.registry import proprio_velocity_dims
+    from wm.data.store import EpisodeStore
+    from wm.imagine import StoreStarts
+
+    store = cfg.data or trained_on.store
+    if not Path(store).is_dir():
+        raise WMError(f"the store {store} is not here; pass --data STORE of the world model's env to start from")
+    with EpisodeStore.open(store) as s:
+        trained_on.require_same_data(s)
+        training_store = trained_on.is_training_store(s.root)
+    episodes = list(trained_on.train_episodes) if training_store else None
+    return StoreStarts(model, store, episodes=episodes, goal_blocks=goal_blocks,
+                       velocity_dims=proprio_velocity_dims(trained_on.env_id))  # fmt: skip
+
+
+def run_refine(cfg: RefineRunConfig) -> dict:
+    from policies.checkpoint import load_policy, weights_sha256
+    from policies.refine import refine
+    from wm.device import resolve_device
+    from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
+
+    refine_cfg = refine_config(cfg)
     policy_path = resolve_checkpoint(cfg.policy, "policy")
     policy, config, model, wm_config = load_policy(policy_path, cfg.world_model, resolve_device(cfg.device))
     if model.success_mode is None:
         raise WMError("the world model has no success head, which is the reward of refinement; train one with "
                       "`wm train --init CK success_head=true only=success`")  # fmt: skip
-    store = cfg.data or wm_config["data"]["store"]
-    if not Path(store).is_dir():
-        raise WMError(f"the store {store} is not here; pass --data STORE of the world model's env to start from")
-    with EpisodeStore.open(store) as s:
-        if s.spec != wm_config["data"]["spec"]:
-            raise WMError(f"{store} holds other data than the world model was trained on; pass a store of its env")
-        training_store = is_training_store(wm_config, s.root)
-    env_id = wm_config["data"]["spec"]["env"]["id"]
-    velocity_dims = proprio_velocity_dims(env_id)
-    episodes = wm_config["data"]["train_episodes"] if training_store else None  # its held-out episodes stay out
-    starts = StoreStarts(model, store, episodes=episodes, goal_blocks=refine_cfg.goal_blocks,
-                         velocity_dims=velocity_dims)  # fmt: skip
+    starts = imagination_starts(cfg, model, wm_config.trained_on, refine_cfg.goal_blocks)
     out = Path(cfg.out)
-    run_config = {
-        "bc_policy": {"path": str(policy_path), "sha256": weights_sha256(policy_path), "kind": policy.cfg.kind},
-        "world_model": config["world_model"],
-    }
+    bc_record = {"path": str(policy_path), "sha256": weights_sha256(policy_path), "kind": policy.cfg.kind}
+    run_config = {"bc_policy": bc_record, "world_model": config.world_model}
     refined, steps, seconds = refine(policy, model, starts, refine_cfg, out, run_config)
-    final = {
-        "policy": refined.cfg.to_dict(),
-        "world_model": config["world_model"],
-        "refined_from": run_config["bc_policy"],
-        "refine": asdict(refine_cfg),
-        "algo": cfg.algo,
-        "imagined_steps": steps,
-        "data": config.get("data", {}),
-        "step": steps,
-    }
+    final = {"policy": refined.cfg.to_dict(), "world_model": config.world_model, "refined_from": bc_record,
+             "refine": asdict(refine_cfg), "algo": cfg.algo, "imagined_steps": steps, "data": config.data,
+             "step": steps}  # fmt: skip
     save_checkpoint(out / "policy", refined, final)
     log = [json.loads(line) for line in (out / "refine_log.jsonl").read_text().splitlines()]
     summary = {"policy": str(out / "policy"), "algo": cfg.algo, "imagined_steps": steps,
@@ -124,24 +119,25 @@ def run_refine(cfg: RefineRunConfig) -> dict:
     return summary
 
 
-def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config: dict, out: Path) -> dict:
+def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config, out: Path) -> dict:
     """The BC and the refined policy on the same held-out goals in the real env (and imagined), reports in
     `out/eval/{bc,refined}`; returns their real success rates."""
-    from policies.evaluation import evaluate_policy, held_out_problems, write_report
+    from policies.evaluation import evaluate_policy
+    from wm.evaluation.goal_reaching import held_out_problems, write_report
 
     budget, goal_offset = 50, 25
-    envs, pairs, goals = held_out_problems(model, wm_config, cfg.eval_env, cfg.eval_data, out / "eval" / "goal_store",
-                                           cfg.eval_episodes, budget, goal_offset, cfg.seed)  # fmt: skip
-    store = goals["store"]
+    problems = held_out_problems(model.spec, wm_config.trained_on, cfg.eval_env, episodes=cfg.eval_episodes,
+                                 budget=budget, goal_offset=goal_offset, seed=cfg.seed, data=cfg.eval_data,
+                                 scratch=out / "eval" / "goal_store", min_start=model.spec.history_steps,
+                                 what="policy evaluation")  # fmt: skip
     rates, zero = {}, None
     for name, policy in (("bc", bc), ("refined", refined)):
-        results, media = evaluate_policy(policy, model, envs, pairs, store, budget, goal_offset, imagined=True,
-                                         seed=cfg.seed, zero=zero)  # fmt: skip
-        zero = media["zero"]  # the same pairs: the zero-action baseline is run once
-        write_report(out / "eval" / name, {"env": cfg.eval_env, "goals": goals, **results}, media, pairs)
-        rates[name] = results["success_rate"]
-        rates[f"{name}_95ci"] = results["success_95ci"]
-        rates[f"{name}_imagined"] = results["imagined"]["rate"]
-    for env in envs:
-        env.close()
+        ev = evaluate_policy(policy, model, problems, problems.goals["store"], goal_offset, imagined=True,
+                             seed=cfg.seed, zero=zero)  # fmt: skip
+        zero = ev.zero  # the same pairs: the zero-action baseline is run once
+        write_report(out / "eval" / name, ev.results, problems, ev.run, ev.zero, ev.imagined, "policy call (ms)")
+        rates[name] = ev.results["success_rate"]
+        rates[f"{name}_95ci"] = ev.results["success_95ci"]
+        rates[f"{name}_imagined"] = ev.results["imagined"]["rate"]
+    problems.close()
     return rates

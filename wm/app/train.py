@@ -3,8 +3,8 @@
 Overrides are `key=value` pairs: training fields (`lr=1e-3`, `batch_size=16`, `bf16=true`), model fields
 (`num_hist=3`, `frameskip=5`, `proprio_emb_dim=0`), nested model fields (`encoder.width=96`,
 `predictor.depth=4`, `predictor.conditioning=adaln`, `unet.channels=[32,64,64]` for diffusion) and data fields
-(`val_fraction=0.1`, `split_seed=0`).
-Values are parsed as JSON where possible (`true`, `3`, `1e-3`), else taken as strings.
+(`val_fraction=0.1`, `split_seed=0`). Each value is checked against its field's type (`wm.settings`): `compile=maybe`
+or `batch_size=1.5` is a one-line error, never a string that passes for true.
 
 `--init CHECKPOINT` fine-tunes: the model (architecture, weights and the normalisation of its original data) comes
 from the checkpoint (or the final checkpoint of a `wm train --out` folder), and only training and data settings may
@@ -19,6 +19,7 @@ from), so it loads offline, without `--encoder-weights` or timm's hub.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,78 +28,131 @@ from wm.data.store import EpisodeStore
 from wm.data.training_set import fill_from_store, success_training_data, window_datasets
 from wm.data.windows import WindowConfig, normalization_stats, split_episodes
 from wm.errors import WMError
-from wm.models.checkpoint import resolve_checkpoint
-from wm.models.registry import FAMILIES
-from wm.run_config import init_from, parse_overrides, split_config
-from wm.train import Trainer
+from wm.models.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from wm.models.registry import FAMILIES, family
+from wm.settings import route_settings
+from wm.train import TrainConfig, Trainer
+
+FIXED = ("kind", "normalization")  # model fields the run sets: the family, the data's statistics
+# the predictor's shapes follow from the model's encoder and actions
+FIXED_NESTED = tuple(f"predictor.{name}" for name in ("latent_dim", "tokens_per_frame", "action_dim", "num_hist"))
 
 
-def run_train(
-    data: str,
-    kind: str,
-    out: str,
-    steps: int | None = None,
-    epochs: int | None = None,
-    overrides: list[str] = (),
-    encoder_weights: str | None = None,
-    init: str | None = None,
-) -> dict:
-    if kind not in FAMILIES:
-        raise WMError(f"unknown --model {kind!r}; use one of {', '.join(FAMILIES)}")
-    parsed = parse_overrides(list(overrides))
-    if encoder_weights:
-        if kind != "dino":
+@dataclass
+class TrainRunConfig:
+    data: str  # episode store
+    model: str  # model family (`wm.models.registry.FAMILIES`)
+    out: str  # run directory
+    steps: int | None = None  # optimisation steps (default: the `steps` setting's)
+    epochs: int | None = None  # or passes over the training windows
+    encoder_weights: str | None = None  # DINOv2 weights file (dino)
+    init: str | None = None  # checkpoint to fine-tune
+    overrides: list | dict = field(default_factory=list)  # `key=value` texts or {key: value} (see the docstring)
+
+
+@dataclass
+class SplitConfig:
+    """Which of the store's episodes are held out for validation (`wm.data.windows.split_episodes`)."""
+
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+
+def nested_settings(kind: str) -> dict[str, type]:
+    """The classes that type a family's nested settings (`encoder.width=96`, `predictor.depth=4`); the diffusion
+    family's `unet.*` settings have none (JSON values)."""
+    if kind == "diffusion":
+        return {}
+    from wm.models.predictor import PredictorConfig
+
+    if kind == "dino":
+        from wm.models.dinov2 import DinoV2Encoder as encoder
+    else:
+        from wm.models.pixel_encoder import PixelEncoderConfig as encoder
+    return {"encoder": encoder, "predictor": PredictorConfig}
+
+
+def init_from(path, kind: str, model_settings: dict) -> tuple[object, object, object]:
+    """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune. Model settings can't change,
+    but for the success head's (`success_*`): a checkpoint without a head gains a fresh one (e.g. to train it
+    alone, `only=success`, on a frozen world model)."""
+    model, config = load_checkpoint(path)
+    if config.kind != kind:
+        raise WMError(f"{path} holds a {config.kind} model; pass --model {config.kind}")
+    fam = family(kind)
+    fixed = sorted(k for k in model_settings if not k.startswith("success_"))
+    if fixed:
+        raise WMError(f"--init keeps the checkpoint's model; drop the model setting(s) {', '.join(fixed)}")
+    if not model_settings:
+        return fam.make_config(config.model), model, config
+    model_cfg = fam.make_config({**config.model, **model_settings})
+    model = fam.build(model_cfg.to_dict())
+    load_weights(model, path, new_parts=("success",))
+    return model_cfg, model, config
+
+
+def run_settings(cfg: TrainRunConfig) -> tuple[object, TrainConfig, SplitConfig, dict]:
+    """`(model config, TrainConfig, SplitConfig, model settings given)` of a run: the settings routed to the family's
+    config (over its defaults), the training loop's and the data split's, every value type-checked."""
+    if cfg.model not in FAMILIES:
+        raise WMError(f"unknown --model {cfg.model!r}; use one of {', '.join(FAMILIES)}")
+    fam = FAMILIES[cfg.model]
+    targets = {"model": fam.config_class, "train": TrainConfig, "split": SplitConfig}
+    routed = route_settings(cfg.overrides, targets, nested_settings(cfg.model), FIXED + FIXED_NESTED)
+    if cfg.encoder_weights:
+        if cfg.model != "dino":
             raise WMError("--encoder-weights is for --model dino (the JEPA encoder trains from pixels)")
-        parsed.setdefault("encoder", {})["weights"] = encoder_weights
-    model_cfg, train_cfg, data_cfg = split_config(kind, parsed)
-    init_model = init_config = None
-    if init is not None:
-        init = resolve_checkpoint(init, "model")
-        model_cfg, init_model, init_config = init_from(init, kind, parsed)
-    with EpisodeStore.open(data) as store:
+        routed["model"].setdefault("encoder", {})["weights"] = cfg.encoder_weights
+    train_cfg, split = TrainConfig(**routed["train"]), SplitConfig(**routed["split"])
+    return fam.make_config(routed["model"]), train_cfg, split, routed["model"]
+
+
+def run_train(cfg: TrainRunConfig) -> dict:
+    model_cfg, train_cfg, split, model_settings = run_settings(cfg)
+    init = init_model = init_config = None
+    if cfg.init is not None:
+        init = resolve_checkpoint(cfg.init, "model")
+        model_cfg, init_model, init_config = init_from(init, cfg.model, model_settings)
+    with EpisodeStore.open(cfg.data) as store:
         spec = store.spec
-        if init_config is not None and init_config["data"]["spec"] != spec:
-            trained_on = init_config["data"]["spec"]["env"]["id"]
-            raise WMError(
-                f"{data} holds other data ({spec['env']['id']}) than {init} was trained on; pass a store of "
-                f"{trained_on} with the same image size and episode length"
-            )
+        if init_config is not None:
+            init_config.trained_on.require_same_data(store, str(init))
         fill_from_store(model_cfg, store)
-        train_eps, val_eps = split_episodes(store.num_episodes, data_cfg["val_fraction"], data_cfg["split_seed"])
+        train_eps, val_eps = split_episodes(store.num_episodes, split.val_fraction, split.split_seed)
         if len(train_eps) == 0:
-            raise WMError(f"{data} has {store.num_episodes} episode(s): too few to train on; collect more")
+            raise WMError(f"{cfg.data} has {store.num_episodes} episode(s): too few to train on; collect more")
         if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with
             model_cfg.normalization = normalization_stats(store, train_eps)
-        keys = list(FAMILIES[kind].data_keys)
+        keys = list(FAMILIES[cfg.model].data_keys)
         visual_key = "features" if "features" in keys else "rgb"
         success_keys, wrap = success_training_data(store, model_cfg, visual_key)  # what a success head learns from
         keys += success_keys
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
     torch.manual_seed(train_cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
-    model = FAMILIES[kind].build(model_cfg.to_dict()) if init_model is None else init_model.train()
+    model = FAMILIES[cfg.model].build(model_cfg.to_dict()) if init_model is None else init_model.train()
     encoder = getattr(model, "encoder", None)
-    train_ds, val_ds = window_datasets(data, keys, window, train_eps, val_eps, encoder=encoder, wrap=wrap)
-    if epochs is not None:
-        train_cfg.steps = max(1, math.ceil(epochs * len(train_ds) / train_cfg.batch_size))
-    elif steps is not None:
-        train_cfg.steps = steps
+    train_ds, val_ds = window_datasets(cfg.data, keys, window, train_eps, val_eps, encoder=encoder, wrap=wrap)
+    if cfg.epochs is not None:
+        train_cfg.steps = max(1, math.ceil(cfg.epochs * len(train_ds) / train_cfg.batch_size))
+    elif cfg.steps is not None:
+        train_cfg.steps = cfg.steps
     run_config = {
         "model": model.cfg.to_dict(),
         "data": {
-            "store": str(Path(data).resolve()),
+            "store": str(Path(cfg.data).resolve()),
             "spec": spec,
             "train_episodes": train_eps.tolist(),
             "val_episodes": val_eps.tolist(),
             "window": {"num_hist": window.num_hist, "num_pred": window.num_pred, "frameskip": window.frameskip},
-            **data_cfg,
+            **asdict(split),
         },
     }
     if init_config is not None:
-        run_config["init"] = {"checkpoint": str(Path(init).resolve()), "step": init_config.get("step")}
-    trainer = Trainer(model, train_ds, val_ds, train_cfg, out, run_config)
+        run_config["init"] = {"checkpoint": str(Path(init).resolve()), "step": init_config.step}
+    trainer = Trainer(model, train_ds, val_ds, train_cfg, cfg.out, run_config)
     resumed = trainer.resume()
     if resumed:
-        print(f"resuming {out} from step {trainer.step}")
+        print(f"resuming {cfg.out} from step {trainer.step}")
     summary = trainer.fit()
     summary["train_windows"] = len(train_ds)
     summary["val_windows"] = len(val_ds) if val_ds is not None else 0

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.controller import Controller
 from planners.mpc import MPCConfig, with_preset
 from wm.errors import WMError
+from wm.models.protocol import ModelSpec
 from wm.outputs import require_empty_dir
 
 JUDGES = ("latent", "sim", "operator")
@@ -74,21 +76,22 @@ class ValidateConfig:
         return {**top, **asdict(self.mpc)}
 
 
-def load_goals(cfg: ValidateConfig, ckpt_config: dict | None, rng: np.random.Generator) -> tuple[list[dict], str]:
-    """`(start/goal pairs (see wm.goals), env id)`: the env id of a goal store, "" for a goal file."""
+def load_goals(cfg: ValidateConfig, trained_on, rng: np.random.Generator) -> tuple[list[dict], str]:
+    """`(start/goal pairs (see wm.goals), env id)`: the env id of a goal store, "" for a goal file. `trained_on`:
+    the checkpoint's `TrainedOn` (its held-out episodes are the goals), None without a checkpoint."""
     from wm.data.store import EpisodeStore
     from wm.goals import dataset_goals, file_goals
+    from wm.models.checkpoint_config import TrainedOn
 
     if cfg.goals:
         return file_goals(Path(cfg.goals)), ""
-    store = cfg.goal_store or (ckpt_config or {}).get("data", {}).get("store")
+    store = cfg.goal_store or (trained_on.store if trained_on is not None else None)
     if not store:
         raise WMError("no goals: pass --goals FILE.npz or --goal-store STORE (or a --checkpoint with its store)")
-    config = ckpt_config
-    if config is None:  # no checkpoint, so no held-out split: every episode of the store is a goal source
+    if trained_on is None:  # no checkpoint, so no held-out split: every episode of the store is a goal source
         with EpisodeStore.open(store) as s:
-            config = {"data": {"spec": s.spec, "store": ""}}
-    return dataset_goals(store, config, cfg.episodes, cfg.goal_offset, rng), config["data"]["spec"]["env"]["id"]
+            trained_on = TrainedOn("", s.spec)
+    return dataset_goals(store, trained_on, cfg.episodes, cfg.goal_offset, rng), trained_on.env_id
 
 
 def resolve_judge(cfg: ValidateConfig, robot) -> str:
@@ -111,13 +114,13 @@ def make_judge(cfg: ValidateConfig, model):
     return SimJudge() if cfg.judge == "sim" else OperatorJudge()
 
 
-def check_model_fits(spec: dict, robot) -> None:
+def check_model_fits(spec: ModelSpec, robot) -> None:
     obs, action = robot.observation_features, robot.action_features
-    size = spec["image_size"]
+    size = spec.image_size
     if obs["rgb"].shape != (size, size, 3):
         raise WMError(f"the robot sends {obs['rgb'].shape} images, the checkpoint takes ({size}, {size}, 3)")
-    if action.shape != (spec["env_action_dim"],):
-        raise WMError(f"the robot takes {action.shape} actions, the checkpoint plans {spec['env_action_dim']}")
+    if action.shape != (spec.action_dim,):
+        raise WMError(f"the robot takes {action.shape} actions, the checkpoint plans {spec.action_dim}")
 
 
 def check_goals_fit(goals: list[dict], goal_env: str, env_id: str, robot) -> None:
@@ -132,25 +135,26 @@ def check_goals_fit(goals: list[dict], goal_env: str, env_id: str, robot) -> Non
         raise WMError(f"the goals come from {goal_env} but the robot simulates {env_id}; pass a store of {env_id}")
 
 
-def make_controller(cfg: ValidateConfig, model, robot, policy=None):
-    """The robot controller `cfg` names (`envs.robot.protocol.Controller`) and its chunk length."""
+def make_controller(cfg: ValidateConfig, model, robot, policy=None) -> tuple[Controller, int]:
+    """The controller `cfg` names (`envs.controller.Controller`, driving one robot) and its chunk length."""
     if cfg.controller == "random":
-        from envs.robot.random_controller import RandomController
+        from envs.controller import RandomController
 
-        return RandomController(robot.action_features, cfg.chunk, cfg.seed), cfg.chunk
-    import torch
+        action = robot.action_features
+        controller = RandomController(action.low, action.high, cfg.chunk, cfg.seed)
+    elif cfg.controller == "policy":
+        from policies.controller import PolicyController
 
-    if cfg.controller == "policy":
-        from policies.controller import PolicyController, RobotPolicy
+        controller = PolicyController(policy, model, seed=cfg.seed)
+    else:
+        import torch
 
-        return RobotPolicy(PolicyController(policy, model, seed=cfg.seed)), policy.cfg.frameskip
+        from planners.mpc import build_mpc
+        from wm.device import module_device
 
-    from planners.mpc import RobotMPC, build_mpc
-    from wm.device import module_device
-
-    torch.manual_seed(cfg.seed)
-    mpc = RobotMPC(build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model)))
-    return mpc, mpc.chunk
+        torch.manual_seed(cfg.seed)
+        controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model))
+    return controller, controller.chunk
 
 
 def run_validate(cfg: ValidateConfig) -> dict:
@@ -176,13 +180,14 @@ def run_validate(cfg: ValidateConfig) -> dict:
 
         model, ckpt_config = load_checkpoint(cfg.checkpoint, device)
     if cfg.controller == "mpc":  # settings not given: the checkpoint's planning preset, else the defaults
-        cfg.mpc = with_preset(cfg.mpc, ckpt_config.get("plan", {}))
+        cfg.mpc = with_preset(cfg.mpc, ckpt_config.plan_preset)
     robot.connect()
     try:
         cfg.judge = resolve_judge(cfg, robot)
         if model is not None:
             check_model_fits(model.spec, robot)
-        goals, goal_env = load_goals(cfg, ckpt_config, np.random.default_rng(cfg.seed))
+        trained_on = ckpt_config.trained_on if ckpt_config is not None else None
+        goals, goal_env = load_goals(cfg, trained_on, np.random.default_rng(cfg.seed))
         env_id = robot.info["name"].removeprefix("sim:")
         check_goals_fit(goals, goal_env, env_id, robot)
         budget = cfg.budget or (default_episode_steps(env_id) if is_builtin(env_id) else 100)

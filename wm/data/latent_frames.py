@@ -42,8 +42,8 @@ class EpisodeLatents:
         self.action = torch.as_tensor(np.concatenate([d["action"] for d in data]), dtype=torch.float32, device=device)
         self.extra = {k: np.concatenate([d[k] for d in data]) for k in keys}
         spec = model.spec
-        self.shape = (spec["tokens"], spec["latent_dim"])
-        self.precomputed = spec["tokens"] * spec["latent_dim"] <= PRECOMPUTE_FLOATS
+        self.shape = (spec.tokens, spec.latent_dim)
+        self.precomputed = spec.tokens * spec.latent_dim <= PRECOMPUTE_FLOATS
         if self.precomputed:
             self.z, self.z_goal = self.encode(self.rgb, self.proprio), self.encode(self.rgb, self.proprio, True)
             self.rgb = self.proprio = None  # the frames are not needed again (an 800-episode store: 2 GB)

@@ -40,6 +40,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def rate(success: np.ndarray) -> dict:
+    """`{"rate", "95ci" (Wilson), "n"}` of a boolean success array."""
+    lo, hi = wilson_interval(int(np.sum(success)), len(success))
+    return {"rate": float(np.mean(success)), "95ci": [round(lo, 3), round(hi, 3)], "n": len(success)}
+
+
 def percentiles(values, scale: float = 1.0, digits: int | None = None) -> dict:
     """`{"p50", "p95", "n"}` of `values` times `scale` (e.g. 1000 for seconds -> ms), rounded to `digits`;
     p50/p95 are None when there are no values."""

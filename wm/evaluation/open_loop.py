@@ -12,7 +12,8 @@ with another window's actions; a model that ignores actions imagines the same fu
 
 `imagine_episode` (`wm imagine`) writes a video of one episode: the real frames beside the frames the model
 imagines open-loop from the first `num_hist` frames (every `frameskip`-th frame) and the recorded actions.
-Both run the model on `device` (`wm.device.resolve_device`: auto, cpu, cuda[:K]).
+Both take a loaded model and its config (`wm.models.checkpoint.load_checkpoint`), so a job that runs both loads
+the checkpoint once, and run on the model's device.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ from wm.data.goal_images import goal_renderer
 from wm.data.hindsight import HindsightGoals, env_judge
 from wm.data.store import EpisodeStore
 from wm.data.windows import WindowConfig, WindowDataset
-from wm.device import resolve_device, to_device
+from wm.device import to_device
 from wm.errors import WMError
 from wm.evaluation.metrics import psnr, ssim, success_report
-from wm.evaluation.splits import held_out_episodes
-from wm.models.checkpoint import load_checkpoint
 from wm.outputs import require_new_file
 from wm.video import side_by_side, upscale, write_mp4
 
@@ -39,15 +38,14 @@ def _per_step(sums: dict, n: int, digits: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_size: int = 32, seed: int = 0,
-             device: str = "auto"):  # fmt: skip
-    """The report of `wm eval-model` (JSON-ready) for `checkpoint` on the held-out episodes of the store `data`."""
-    device = resolve_device(device)
-    model, config = load_checkpoint(checkpoint, device)
+def evaluate(model, config, data, horizon: int = 5, max_windows: int = 512, batch_size: int = 32, seed: int = 0):
+    """The report of `wm eval-model` (JSON-ready) for a loaded world model and its checkpoint config on the held-out
+    episodes of the store `data`."""
+    device = next(model.parameters()).device
     spec = model.spec
     store = EpisodeStore.open(data)
-    episodes, source = held_out_episodes(config, store)
-    window = WindowConfig(spec["num_hist"], horizon, spec["frameskip"])
+    episodes, source = config.trained_on.held_out(store)
+    window = WindowConfig(spec.num_hist, horizon, spec.frameskip)
     render, keys, wrap = None, ("rgb", "proprio"), None
     judged = env_judge(store.spec.get("env", {}).get("id")) if store.has("state") else None
     hindsight = getattr(model.cfg, "success_labels", "recorded") == "hindsight" and model.success_mode == "goal"
@@ -56,7 +54,7 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
         keys += ("state",)
         wrap = lambda ds: HindsightGoals(ds, judged[0], ("rgb", "proprio"), judged[1], seed=seed + 1)  # noqa: E731
     elif judge_success and model.success_mode == "goal":
-        render = goal_renderer(store, spec["image_size"])
+        render = goal_renderer(store, spec.image_size)
         judge_success = render is not None
         keys += ("success", "goal")
     elif judge_success:
@@ -65,13 +63,13 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
     ds = wrap(ds) if wrap is not None else ds
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(ds), size=min(max_windows, len(ds)), replace=False)
-    h = spec["num_hist"]
+    h = spec.num_hist
     sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last", "model_visual", "copy_last_visual")}
     psnr_sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last", "reconstruction")}
     ssim_sums = {k: torch.zeros(horizon, device=device) for k in ("model", "copy_last")}
     shuffled_sums = {k: torch.zeros(horizon, device=device) for k in ("model_with_shuffled_actions", "between_futures")}
     success_counts = {k: torch.zeros(2, 2, device=device) for k in ("real_frames", "imagined_frames")}  # [label, guess]
-    pixel_model = spec.get("kind") == "diffusion"  # its decoder is a reshape: nothing to reconstruct
+    pixel_model = spec.kind == "diffusion"  # its decoder is a reshape: nothing to reconstruct
     for start in tqdm(range(0, len(picks), batch_size), desc="eval", unit="batch"):
         items = [ds[int(i)] for i in picks[start : start + batch_size]]
         batch = to_device({k: torch.stack([it[k] for it in items]) for k in ("rgb", "proprio", "action")}, device)
@@ -79,7 +77,7 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
         actions = batch["action"]  # (B, h+H-1, fs*A)
         pred = model.rollout(z[:, :h], actions[:, h - 1 :], past_actions=actions[:, : h - 1])  # (B, H, N, D)
         real, last = z[:, h:], z[:, h - 1 : h]
-        vis = spec["visual_dim"]
+        vis = spec.visual_dim
         sums["model"] += ((pred - real) ** 2).mean((2, 3)).sum(0)
         sums["copy_last"] += ((last - real) ** 2).mean((2, 3)).sum(0)
         sums["model_visual"] += ((pred - real)[..., :vis] ** 2).mean((2, 3)).sum(0)
@@ -113,13 +111,13 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
                 success_counts[name] += torch.bincount((2 * labels + guess).flatten(), minlength=4).view(2, 2)
     n = len(picks)
     result = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(config.path),
         "data": str(data),
         "held_out": source,
         "episodes": len(episodes),
         "windows": n,
         "horizon_steps": list(range(1, horizon + 1)),
-        "env_steps_per_horizon_step": spec["frameskip"],
+        "env_steps_per_horizon_step": spec.frameskip,
         "latent_mse": _per_step(sums, n, 6),
     }
     result["action_sensitivity"] = {"latent_mse_" + k: v for k, v in _per_step(shuffled_sums, n, 6).items()}
@@ -140,13 +138,13 @@ def evaluate(checkpoint, data, horizon: int = 5, max_windows: int = 512, batch_s
 
 
 @torch.no_grad()
-def imagine_episode(checkpoint, data, episode: int, out, scale: int = 4, device: str = "auto") -> dict:
-    """Write the video to the new .mp4 file `out`; returns where it is and the imagined frames' pixel MSE."""
+def imagine_episode(model, data, episode: int, out, scale: int = 4) -> dict:
+    """Write the video of a loaded world model's imagination to the new .mp4 file `out`; returns where it is and the
+    imagined frames' pixel MSE."""
     out = require_new_file(out, ".mp4")
-    device = resolve_device(device)
-    model, _ = load_checkpoint(checkpoint, device)
+    device = next(model.parameters()).device
     spec = model.spec
-    h, fs = spec["num_hist"], spec["frameskip"]
+    h, fs = spec.num_hist, spec.frameskip
     with EpisodeStore.open(data) as store:
         ep = store.episode(episode, ["rgb", "proprio", "action"])
     frames = ep["rgb"][::fs]  # (T, H, W, 3)

@@ -59,9 +59,9 @@ class SimulatorWorldModel:
         b, s, h, _ = blocks.shape
         if b != len(self.envs):
             raise WMError(f"the oracle plans for {len(self.envs)} envs but got {b} problems")
-        fs, a = self.spec["frameskip"], self.spec["env_action_dim"]
+        fs, a = self.spec.frameskip, self.spec.action_dim
         steps = blocks.reshape(b, s, h, fs, a).float().cpu().numpy()
-        size = self.spec["image_size"]
+        size = self.spec.image_size
         rgb = np.empty((b, s, h, size, size, 3), np.uint8) if self.features is None else None
         looks = []  # proprio (with frames) or features, per block, problem-major
         for i, env in enumerate(self.envs):
@@ -93,7 +93,7 @@ class SimulatorWorldModel:
 
 class FeatureGoalController:
     """An MPC controller on a `features` oracle, steered toward ground-truth goal features `goals (B, F)` (the
-    goal latent the controller would otherwise encode from the goal image): `reset(goal_obs)`, `act(obs)`."""
+    goal latent the controller would otherwise encode from the goal image): a `Controller` (`envs.controller`)."""
 
     def __init__(self, mpc, goals: np.ndarray):
         self.mpc, self.goals = mpc, torch.as_tensor(np.asarray(goals, np.float32))
@@ -104,3 +104,10 @@ class FeatureGoalController:
 
     def act(self, obs: dict) -> torch.Tensor:
         return self.mpc.act(obs)
+
+    def executed(self, step: int, obs: dict, sent) -> None:
+        self.mpc.executed(step, obs, sent)
+
+    @property
+    def latencies(self) -> list[float]:
+        return self.mpc.latencies

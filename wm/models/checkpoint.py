@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from wm.errors import WMError
+from wm.models.checkpoint_config import CheckpointConfig
 from wm.models.registry import build_world_model
 
 FORMAT = 2  # 2: latent models record whether they have a success head (format 1 ones never had one)
@@ -104,6 +105,12 @@ def resolve_checkpoint(path, part: str = "model") -> Path:
     raise WMError(f"{path} is not a wm checkpoint (no config.json, no {part}/{why}); {expected}")
 
 
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete training checkpoint under `out/checkpoints`, if any."""
+    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
+    return ckpts[-1] if ckpts else None
+
+
 def read_config(path) -> dict:
     path = Path(path)
     cfg_file = path / "config.json"
@@ -118,13 +125,13 @@ def read_config(path) -> dict:
     return _migrate(config)
 
 
-def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """`(model in eval mode on the device map_location, config)` from a world-model checkpoint directory or a
-    `wm train --out` folder (`resolve_checkpoint`). Never unpickles, never fetches: every tensor, a frozen encoder's
-    too, comes from the checkpoint's model.safetensors."""
+def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointConfig]:
+    """`(model in eval mode on the device map_location, its parsed config)` from a world-model checkpoint directory
+    or a `wm train --out` folder (`resolve_checkpoint`). Never unpickles, never fetches: every tensor, a frozen
+    encoder's too, comes from the checkpoint's model.safetensors."""
     path = resolve_checkpoint(path, "model")
-    config = read_config(path)
-    model = build_world_model(config["model"]).to(map_location)
+    config = CheckpointConfig.parse(read_config(path), path)
+    model = build_world_model(config.model).to(map_location)
     load_weights(model, path, map_location)
     return model.eval(), config
 

@@ -21,7 +21,7 @@ from torch import nn
 from wm.errors import WMError
 from wm.models.decoder import LatentDecoder
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
-from wm.models.protocol import base_spec
+from wm.models.protocol import ModelSpec, model_spec
 from wm.models.sigreg import sigreg
 from wm.models.success_head import LatentSuccessHead, balanced_bce
 
@@ -99,16 +99,10 @@ class LatentWorldModel(nn.Module):
 
     # ---------------------------------------------------------------------------------- contract
     @property
-    def spec(self) -> dict:
+    def spec(self) -> ModelSpec:
         """What planners and controllers need to know about this model."""
-        c = self.cfg
-        return {
-            **base_spec(c),
-            "tokens": self.num_tokens,
-            "latent_dim": self.latent_dim,
-            "visual_dim": self.visual_dim,
-            "proprio_dim": c.proprio_dim if self.proprio_proj is not None else 0,
-        }
+        proprio_dim = self.cfg.proprio_dim if self.proprio_proj is not None else 0
+        return model_spec(self.cfg, self.num_tokens, self.latent_dim, self.visual_dim, proprio_dim)
 
     def encode_visual(self, rgb: torch.Tensor) -> torch.Tensor:
         """`rgb (B, T, H, W, 3)` uint8 -> visual tokens `(B, T, N, Dv)`."""

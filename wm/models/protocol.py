@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What planners, policies and controllers need to know about a world model (`model.spec`).
+
+    Time scales: the model steps in blocks of `frameskip` env steps; one block's actions are the env actions of its
+    steps stacked, `block_action_dim = frameskip * action_dim` wide. A latent frame is `tokens` tokens of width
+    `latent_dim`, whose first `visual_dim` channels are visual and the rest (`proprio_dim` > 0) proprioceptive."""
+
+    kind: str  # the model family
+    frameskip: int  # env steps per world-model block
+    action_dim: int  # env action dims (A)
+    num_hist: int  # history frames the model conditions on
+    image_size: int  # square frames, pixels
+    tokens: int  # N tokens per frame
+    latent_dim: int  # D
+    visual_dim: int  # the first channels of a token are visual
+    proprio_dim: int  # 0: the model reads no proprio
+
+    @property
+    def block_action_dim(self) -> int:
+        """Actions of one world-model block, `frameskip * action_dim`: what `rollout` takes per step."""
+        return self.frameskip * self.action_dim
+
+    @property
+    def history_steps(self) -> int:
+        """Env steps a full history spans before the newest frame, `(num_hist - 1) * frameskip`."""
+        return (self.num_hist - 1) * self.frameskip
 
 
 @runtime_checkable
@@ -18,10 +48,7 @@ class WorldModel(Protocol):
     """
 
     @property
-    def spec(self) -> dict:
-        """`kind`, `action_dim`, `env_action_dim`, `frameskip`, `num_hist`, `image_size`, `tokens`, `latent_dim`,
-        `visual_dim` (the first channels of a token are visual), `proprio_dim` (0: no proprio part)."""
-        ...
+    def spec(self) -> ModelSpec: ...
 
     def encode(self, obs: dict) -> torch.Tensor:
         """`{"rgb": (B, T, H, W, 3) uint8, "proprio": (B, T, P)}` -> `z (B, T, N, D)`."""
@@ -60,14 +87,8 @@ class WorldModel(Protocol):
         ...
 
 
-def base_spec(cfg) -> dict:
-    """The spec entries every model derives the same way from its config (`kind`, `frameskip`, `action_dim` = env
-    action dims, `num_hist`, `image_size`); each model adds its latent layout (`tokens`, `latent_dim`, ...)."""
-    return {
-        "kind": cfg.kind,
-        "action_dim": cfg.frameskip * cfg.action_dim,
-        "env_action_dim": cfg.action_dim,
-        "frameskip": cfg.frameskip,
-        "num_hist": cfg.num_hist,
-        "image_size": cfg.image_size,
-    }
+def model_spec(cfg, tokens: int, latent_dim: int, visual_dim: int, proprio_dim: int) -> ModelSpec:
+    """The spec of a model with config `cfg` (`kind`, `frameskip`, `action_dim` = env action dims, `num_hist`,
+    `image_size`) and the given latent layout."""
+    return ModelSpec(cfg.kind, cfg.frameskip, cfg.action_dim, cfg.num_hist, cfg.image_size, tokens, latent_dim,
+                     visual_dim, proprio_dim)  # fmt: skip

@@ -19,7 +19,7 @@ def latent_distance(model, obs: dict, goal_obs: dict) -> float:
             k: torch.as_tensor(np.stack([obs[k], goal_obs[k]]), device=module_device(model))[:, None]
             for k in ("rgb", "proprio")
         }
-        z = model.encode(pair)[..., : model.spec["visual_dim"]]  # (2, 1, N, Dv)
+        z = model.encode(pair)[..., : model.spec.visual_dim]  # (2, 1, N, Dv)
     return float(((z[0] - z[1]) ** 2).mean())
 
 

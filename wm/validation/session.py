@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from envs.controller import Controller
 from envs.robot.loop import ControlLoop
 from envs.robot.protocol import RobotError
 from wm.data.store import EpisodeStore
@@ -62,20 +63,19 @@ class Totals:
 class ValidationSession:
     """`ValidationSession(robot, controller, judge, out, budget, hz, keys, config).run(goals, episodes) -> results`.
 
-    `controller` meets `envs.robot.protocol.Controller` (with an optional `executed(step, obs, sent)`, which the
-    control loop calls after every step); `judge(final_obs, goal_obs, episode) -> bool | None`;
+    `controller` is a `Controller` (`envs.controller`; the control loop calls its `executed(step, obs, sent)` after
+    every step); `judge(final_obs, goal_obs, episode) -> bool | None`;
     `keys` is the store layout (`recorder.store_keys`); `config` the run's public settings (no secrets), which
     name at least `robot`, `controller`, `checkpoint` and `episodes`; `model` (optional) records the latent goal
     distance of every frame."""
 
-    def __init__(self, robot, controller, judge, out, budget: int, hz: float, keys: dict, config: dict, *,
+    def __init__(self, robot, controller: Controller, judge, out, budget: int, hz: float, keys: dict, config: dict, *,
                  chunk: int, model=None, async_plan: bool = False):  # fmt: skip
         self.robot, self.controller, self.judge, self.model = robot, controller, judge, model
         self.out, self.budget, self.hz, self.keys, self.config = Path(out), budget, hz, keys, config
         self.chunk = chunk
         self.has_truth = "sim_success" in robot.observation_features
-        executed = getattr(controller, "executed", None)  # the controller records what the robot really sent
-        self.loop = ControlLoop(robot, controller.act, hz, async_plan, refill_at=max(1, chunk // 2), executed=executed)
+        self.loop = ControlLoop(robot, controller, hz, async_plan, refill_at=max(1, chunk // 2))
         self.totals = Totals()
         self.started = time.time()
 
@@ -135,7 +135,7 @@ class ValidationSession:
         complete, verdict = False, False
         try:
             self._reset(goal, episode)
-            self.controller.reset(goal["goal_obs"])
+            self.controller.reset({k: np.asarray(v)[None] for k, v in goal["goal_obs"].items()})  # a batch of one
             stats = self.loop.run(self.budget, on_step)
             final = robot.get_observation()
             recorder.add_final(final, self.model, goal["goal_obs"])

@@ -34,7 +34,7 @@ from wm.models.diffusion.action_encoding import ActionEncoder
 from wm.models.diffusion.denoiser import Denoiser
 from wm.models.diffusion.edm import EDM
 from wm.models.diffusion.success_head import SuccessHead
-from wm.models.protocol import base_spec
+from wm.models.protocol import ModelSpec, model_spec
 
 UNET_DEFAULTS = {"channels": [32, 64, 64], "layers_per_block": 1, "norm_groups": 8, "patch_size": 2}
 
@@ -129,15 +129,9 @@ class DiffusionWorldModel(nn.Module):
 
     # ---------------------------------------------------------------------------------- contract
     @property
-    def spec(self) -> dict:
-        c = self.cfg
-        return {
-            **base_spec(c),
-            "tokens": c.image_size * c.image_size,
-            "latent_dim": 3,
-            "visual_dim": 3,
-            "proprio_dim": 0,
-        }
+    def spec(self) -> ModelSpec:
+        """Pixel tokens: one 3-channel token per pixel, no proprio."""
+        return model_spec(self.cfg, self.cfg.image_size**2, latent_dim=3, visual_dim=3, proprio_dim=0)
 
     def encode(self, obs: dict) -> torch.Tensor:
         """`{"rgb": (B, T, H, W, 3) uint8, ...}` -> pixel tokens `(B, T, H*W, 3)` in [-1, 1]."""
