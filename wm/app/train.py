@@ -58,20 +58,6 @@ class SplitConfig:
     split_seed: int = 0
 
 
-def nested_settings(kind: str) -> dict[str, type]:
-    """The classes that type a family's nested settings (`encoder.width=96`, `predictor.depth=4`); the diffusion
-    family's `unet.*` settings have none (JSON values)."""
-    if kind == "diffusion":
-        return {}
-    from wm.models.predictor import PredictorConfig
-
-    if kind == "dino":
-        from wm.models.dinov2 import DinoV2Encoder as encoder
-    else:
-        from wm.models.pixel_encoder import PixelEncoderConfig as encoder
-    return {"encoder": encoder, "predictor": PredictorConfig}
-
-
 def init_from(path, kind: str, model_settings: dict) -> tuple[object, object, object]:
     """`(model config, model, checkpoint config)` of checkpoint `path` to fine-tune. Model settings can't change,
     but for the success head's (`success_*`): a checkpoint without a head gains a fresh one (e.g. to train it
@@ -98,7 +84,7 @@ def run_settings(cfg: TrainRunConfig) -> tuple[object, TrainConfig, SplitConfig,
         raise WMError(f"unknown --model {cfg.model!r}; use one of {', '.join(FAMILIES)}")
     fam = FAMILIES[cfg.model]
     targets = {"model": fam.config_class, "train": TrainConfig, "split": SplitConfig}
-    routed = route_settings(cfg.overrides, targets, nested_settings(cfg.model), FIXED + FIXED_NESTED)
+    routed = route_settings(cfg.overrides, targets, fam.nested_classes, FIXED + FIXED_NESTED)
     if cfg.encoder_weights:
         if cfg.model != "dino":
             raise WMError("--encoder-weights is for --model dino (the JEPA encoder trains from pixels)")

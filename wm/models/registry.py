@@ -33,10 +33,17 @@ class ModelFamily:
     data_keys: tuple[str, ...] = ("rgb", "proprio")  # store keys of its training windows (besides `action`);
     # "features" = the frozen encoder's feature cache (wm.data.features)
     defaults: dict = field(default_factory=dict)  # (...except these; nested dicts merge into nested settings)
+    nested: dict = field(default_factory=dict)  # dict setting -> "module:Class" typing its entries (`encoder.width`)
 
     @property
     def config_class(self) -> type:
         return _resolve(self.config)
+
+    @property
+    def nested_classes(self) -> dict[str, type]:
+        """The classes whose fields type the entries of the family's dict settings (`predictor.depth=4`); entries
+        of a dict setting without one are JSON values."""
+        return {name: _resolve(path) for name, path in self.nested.items()}
 
     def make_config(self, settings: dict):
         """The config of this family with `settings` over its defaults (nested dicts merge key by key)."""
@@ -58,6 +65,7 @@ class ModelFamily:
         return _resolve(self.model)(cfg, encoder)
 
 
+PREDICTOR = "wm.models.predictor:PredictorConfig"
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
@@ -67,6 +75,7 @@ FAMILIES: dict[str, ModelFamily] = {
             config="wm.models.latent_world_model:LatentWMConfig",
             model="wm.models.latent_world_model:LatentWorldModel",
             encoder="wm.models.pixel_encoder:PixelEncoder",
+            nested={"encoder": "wm.models.pixel_encoder:PixelEncoderConfig", "predictor": PREDICTOR},
         ),
         ModelFamily(
             "dino",
@@ -75,6 +84,7 @@ FAMILIES: dict[str, ModelFamily] = {
             model="wm.models.latent_world_model:LatentWorldModel",
             encoder="wm.models.dinov2:DinoV2Encoder",
             data_keys=("rgb", "proprio", "features"),
+            nested={"encoder": "wm.models.dinov2:DinoV2Encoder", "predictor": PREDICTOR},
             # CPU-sized DINO-WM: 56 px (4 x 4 patches) and DINO-WM's predictor kind (concat actions, dropout 0.1)
             defaults={
                 "encoder": {"image_size": 56},
