@@ -1,9 +1,11 @@
 """Benchmark the robot executor's timing: control-loop rate, watchdog hold latency, rate-limit spacing, e-stop
-reaction during a rate wait. These depend on how busy the machine is, so tests check only what is deterministic
-(never early, never faster than asked) and this script measures the rest.
+reaction during a rate wait, each idle and again beside `--load` busy processes (default 2: what a planner and a
+second job do to a 2-core machine). These depend on how busy the machine is, so tests check only what is
+deterministic (never early, never faster than asked) and this script measures the rest.
 
-Prints one JSON object (times in ms). Usage: python scripts/bench_robot.py [--hz 50] [--steps 200] [--repeats 20]
-[--sim wm/PointMaze-v0]  (--sim: also time the loop on the simulated robot: physics and rendering every step)
+Prints one JSON object (times in ms, p50/p95/max). Usage: python scripts/bench_robot.py [--hz 50] [--steps 200]
+[--repeats 20] [--load 2] [--sim wm/PointMaze-v0]  (--sim: also time the loop on the simulated robot: physics and
+rendering every step)
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -122,16 +127,23 @@ def bench_estop(repeats: int) -> dict:
     return {"estop_during_rate_wait_ms": ms(reaction)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hz", type=float, default=50.0)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--sim", default=None, help="also time the loop on this built-in env as a simulated robot")
-    args = parser.parse_args()
-    logging.getLogger("wm.robot").setLevel(logging.ERROR)  # every hold here is on purpose
+@contextmanager
+def busy_processes(count: int):
+    """`count` processes spinning a core each while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them reach the scheduler
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def measure(args) -> dict:
+    """Every figure once, on the machine as it is now."""
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_1min": os.getloadavg()[0]},
+        "load_1min": round(os.getloadavg()[0], 2),
         "loop_null_robot": bench_loop(NullRobot(), args.hz, args.steps),
         "watchdog": bench_watchdog(0.1, args.repeats),
         "rate_limit": bench_rate_limit(args.hz, args.steps // 4),
@@ -141,6 +153,22 @@ def main() -> None:
         from envs.robot.sim import SimRobot
 
         result["loop_sim_robot"] = {"env": args.sim, **bench_loop(SimRobot(args.sim), args.hz, args.steps)}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hz", type=float, default=50.0)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sim", default=None, help="also time the loop on this built-in env as a simulated robot")
+    parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded run (0: idle only)")
+    args = parser.parse_args()
+    logging.getLogger("wm.robot").setLevel(logging.ERROR)  # every hold here is on purpose
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "idle": measure(args)}
+    if args.load:
+        with busy_processes(args.load):
+            result[f"beside_{args.load}_busy_processes"] = measure(args)
     print(json.dumps(result, indent=2))
 
 

@@ -45,10 +45,11 @@ while True:
 class CountingSim(SimRobot):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.actions = 0
+        self.actions, self.sent_at = 0, []
 
     def send_action(self, action):
         self.actions += 1
+        self.sent_at.append((time.monotonic(), np.asarray(action, np.float32).copy()))
         return super().send_action(action)
 
 
@@ -119,8 +120,12 @@ class Raw:
         self.sock.close()
 
 
-def signed(message, seq: int, client: bytes = b"c" * 16, token: str = TOKEN, timestamp: float | None = None) -> list:
-    """A request `[auth, *body]` signed as a client would (`message`: a dict, or body frames)."""
+def signed(message, seq: int, client: bytes = b"c" * 16, token: str = TOKEN, timestamp: float | None = None,
+           session: str | None = None) -> list:  # fmt: skip
+    """A request `[auth, *body]` signed as a client would (`message`: a dict, with the server's `session` added
+    when given, or body frames)."""
+    if isinstance(message, dict) and session is not None:
+        message = {**message, "session": session}
     body = wire.encode(message) if isinstance(message, dict) else message
     stamp = time.time() if timestamp is None else timestamp
     return [wire.sign(token.encode(), wire.MAGIC_REQUEST, client, seq, stamp, body), *body]
@@ -149,7 +154,7 @@ def test_wire_round_trips_arrays_and_rejects_unsafe_input():
     "frames, match",
     [
         ([deep(100_000)], "over the limit"),  # RecursionError before
-        ([deep(30_000)], "nests deeper"),
+        ([deep(5_000)], "nests deeper"),  # under the header limit, over the depth limit
         ([deep(40)], "nests deeper"),
         ([b'{"a": {"__nd__": 0, "dtype": 123, "shape": [1]}}', b"1234"], "bad array dtype"),  # TypeError before
         ([b'{"a": {"__nd__": 0, "dtype": "(2,)f4", "shape": [1]}}', b"12345678"], "not allowed"),
@@ -264,7 +269,7 @@ def test_a_retried_request_is_executed_once(serve):
     server, address = serve()
     raw = Raw(address)
     msg = {"op": "send_action", "call": 7, "action": np.ones(2, np.float32), "events_seen": 0}
-    replies = [raw.ask(signed(msg, seq)) for seq in (1, 2)]  # the same call, re-sent with a fresh seq
+    replies = [raw.ask(signed(msg, seq, session=server.session)) for seq in (1, 2)]  # the same call, re-sent
     raw.close()
     assert all(r["ok"] for _, r in replies) and server.guard.robot.actions == 1
     assert [a.seq for a, _ in replies] == [1, 2]  # each reply is signed for its transmission
@@ -276,6 +281,7 @@ def test_replayed_tampered_and_stale_requests_are_refused_unexecuted(serve):
     server, address = serve()
     raw = Raw(address)
     act = {"op": "send_action", "call": 1, "action": np.full(2, 0.5, np.float32), "events_seen": 0}
+    act["session"] = server.session
     request = signed(act, seq=1)
     assert raw.ask(request)[1]["ok"] and server.guard.robot.actions == 1
     auth, reply = raw.ask(request)  # replayed as captured
@@ -293,31 +299,28 @@ def test_replayed_tampered_and_stale_requests_are_refused_unexecuted(serve):
     assert server.guard.robot.actions == 1 and server.stats["refused"] == 6
 
 
-MALFORMED = {  # name -> a signed body (header, *arrays), each one malformed after authentication
+MALFORMED = {  # name -> a signed body (header, *arrays) or a message for one, each malformed after authentication
     "bad json": [b'{"op": "hello", "call": 1'],
-    "deep nesting 1e5": [deep(100_000)],
     "deep nesting 3e4": [deep(30_000)],
     "dtype 123": [
         b'{"op": "send_action", "call": 1, "events_seen": 0, "action": {"__nd__": 0, "dtype": 123, "shape": [2]}}',
         b"\x00" * 8,
     ],  # fmt: skip
-    "float64 action": wire.encode({"op": "send_action", "call": 1, "events_seen": 0, "action": np.zeros(2)}),
-    "wrong shape": wire.encode({"op": "send_action", "call": 1, "events_seen": 0, "action": np.zeros(3, np.float32)}),
-    "list action": wire.encode({"op": "send_action", "call": 1, "events_seen": 0, "action": [0.5, 0.5]}),
-    "missing action": wire.encode({"op": "send_action", "call": 1, "events_seen": 0}),
-    "missing events_seen": wire.encode({"op": "send_action", "call": 1, "action": np.zeros(2, np.float32)}),
-    "negative since": wire.encode({"op": "events", "call": 1, "since": -1}),
-    "missing call": wire.encode({"op": "hello"}),
-    "bool call": wire.encode({"op": "hello", "call": True}),
-    "unknown op": wire.encode({"op": "x" * 1000, "call": 1}),
-    "op not a string": wire.encode({"op": ["send_action"], "call": 1}),
-    "reset state shape": wire.encode({"op": "reset", "call": 1, "options": {"state": np.zeros(3)}}),
-    "reset state nan": wire.encode({"op": "reset", "call": 1, "options": {"state": np.full(6, np.nan)}}),
-    "reset goal int": wire.encode(
-        {"op": "reset", "call": 1, "options": {"state": np.ones(6), "goal": np.ones(6, int)}}
-    ),
-    "reset options list": wire.encode({"op": "reset", "call": 1, "options": [1, 2]}),
-    "reset unknown option": wire.encode({"op": "reset", "call": 1, "options": {"seed": np.ones(6)}}),
+    "float64 action": {"op": "send_action", "call": 1, "events_seen": 0, "action": np.zeros(2)},
+    "wrong shape": {"op": "send_action", "call": 1, "events_seen": 0, "action": np.zeros(3, np.float32)},
+    "list action": {"op": "send_action", "call": 1, "events_seen": 0, "action": [0.5, 0.5]},
+    "missing action": {"op": "send_action", "call": 1, "events_seen": 0},
+    "missing events_seen": {"op": "send_action", "call": 1, "action": np.zeros(2, np.float32)},
+    "negative since": {"op": "events", "call": 1, "since": -1},
+    "missing call": {"op": "hello"},
+    "bool call": {"op": "hello", "call": True},
+    "unknown op": {"op": "x" * 1000, "call": 1},
+    "op not a string": {"op": ["send_action"], "call": 1},
+    "reset state shape": {"op": "reset", "call": 1, "options": {"state": np.zeros(3)}},
+    "reset state nan": {"op": "reset", "call": 1, "options": {"state": np.full(6, np.nan)}},
+    "reset goal int": {"op": "reset", "call": 1, "options": {"state": np.ones(6), "goal": np.ones(6, int)}},
+    "reset options list": {"op": "reset", "call": 1, "options": [1, 2]},
+    "reset unknown option": {"op": "reset", "call": 1, "options": {"seed": np.ones(6)}},
     "header is a list": [b"[1, 2, 3]"],
 }
 
@@ -329,7 +332,9 @@ def test_a_malformed_request_gets_an_error_reply_and_the_server_keeps_serving(se
     sim = server.guard.robot
     state = sim.get_observation()["sim_state"].copy()
     raw = Raw(address)
-    for seq, frames in enumerate((signed(MALFORMED[name], seq=1), MALFORMED[name]), 1):  # signed, then not
+    body = MALFORMED[name]
+    body = wire.encode({**body, "session": server.session}) if isinstance(body, dict) else body
+    for seq, frames in enumerate((signed(body, seq=1), body), 1):  # signed, then not
         auth, reply = raw.ask(frames)
         assert reply["ok"] is False and reply["code"] == ("bad_request" if seq == 1 else "auth"), reply
         assert "\n" not in reply["error"] and len(reply["error"]) < 300
@@ -423,7 +428,21 @@ def test_the_watchdog_holds_while_the_socket_is_flooded(serve):
     robot.send_action(np.zeros(2, np.float32))
 
 
-def test_the_client_reconnects_to_a_restarted_server(serve):
+def serve_again(serve, address: str):
+    """A new server on the port of a stopped one (retried while the old socket is still being released)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return serve(port=int(address.rsplit(":", 1)[1]))
+        except WMError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_a_client_whose_server_restarted_ends_with_one_line_instead_of_splicing_episodes(serve):
+    """Before: the retry reconnected to the fresh server (new simulator state, empty replay table) and went on; the
+    spliced episode was recorded complete."""
     first, address = serve()
     robot = RemoteRobot(address, TOKEN, timeout_s=0.25, retries=40)
     robot.connect()
@@ -432,12 +451,39 @@ def test_the_client_reconnects_to_a_restarted_server(serve):
     timed_out, close = threading.Event(), robot._close
     robot._close = lambda: (timed_out.set(), close())
     result = {}
-    asker = threading.Thread(target=lambda: result.update(obs=robot.get_observation()))
+
+    def ask():
+        try:
+            robot.get_observation()
+        except RobotError as e:
+            result["error"] = str(e)
+
+    asker = threading.Thread(target=ask)
     asker.start()
     assert timed_out.wait(10)  # the request timed out against nobody at least once
-    serve(port=int(address.rsplit(":", 1)[1]))
+    second, _ = serve_again(serve, address)
     asker.join(timeout=30)
-    assert result["obs"]["rgb"].shape == (64, 64, 3)  # answered by the new server after reconnecting
+    assert "restarted" in result["error"] and "\n" not in result["error"]
+    assert second.session != first.session and second.stats["refused"] + second.stats["malformed"] >= 1
+
+
+def test_a_captured_request_is_refused_by_a_restarted_server_or_another_sharing_the_token(serve):
+    """Before: replay state lived in memory only, so a request captured from one server moved the robot of a
+    restarted one (or of a second server with the same token)."""
+    first, address = serve()
+    other, other_address = serve()
+    raw = Raw(address)
+    act = {"op": "send_action", "call": 1, "action": np.full(2, 0.5, np.float32), "events_seen": 0}
+    request = signed(act, seq=1, session=first.session)
+    assert raw.ask(request)[1]["ok"] and first.guard.robot.actions == 1
+    raw.close()
+    serve.stop(first)
+    again, _ = serve_again(serve, address)
+    for address_, server in ((address, again), (other_address, other)):
+        raw = Raw(address_)
+        reply = raw.ask(request)[1]  # the captured bytes, replayed as they were
+        raw.close()
+        assert reply["code"] == "session" and server.guard.robot.actions == 0
 
 
 def test_estop_over_the_bridge_is_reported_in_one_line(serve, tmp_path):
@@ -452,6 +498,30 @@ def test_estop_over_the_bridge_is_reported_in_one_line(serve, tmp_path):
         robot.send_action(np.array([0.5, 0.5], np.float32))
     assert "\n" not in str(e.value) and server.guard.stopped is not None
     assert np.array_equal(server.guard.robot.last_command, [0, 0])
+    assert robot.events[-1]["reason"] == "estop"  # before: only in the error text, so no report counted it
+
+
+def test_a_rate_wait_is_parked_so_observations_and_the_watchdog_go_on(serve):
+    """Finding 3. Before: the server slept through the rate wait inside send_action, so with --max-rate 0.25 a
+    0.8 command stayed in force for 4 s with no hold and another client's observation waited 3.96 s."""
+    server, address = serve(max_rate_hz=2.0, watchdog_s=1.0)
+    mover, watcher = RemoteRobot(address, TOKEN, timeout_s=5.0), RemoteRobot(address, TOKEN, timeout_s=5.0)
+    mover.connect()
+    watcher.connect()
+    mover.get_observation()
+    mover.send_action(np.array([0.8, 0.0], np.float32))
+    done = {}
+    second = threading.Thread(target=lambda: done.update(sent=mover.send_action(np.array([0.8, 0.0], np.float32)),
+                                                         at=time.monotonic()))  # fmt: skip
+    second.start()
+    assert wait_for(lambda: server._parked is not None, 5.0)  # waiting out the 0.5 s period, parked
+    watcher.get_observation()  # answered meanwhile
+    observed = time.monotonic()
+    second.join(timeout=10)
+    assert observed < done["at"] and np.allclose(done["sent"], [0.8, 0.0])
+    assert server.guard.robot.actions == 2 and "rate" in [e.reason for e in server.guard.events]
+    spacing = np.diff([t for t, _ in server.guard.robot.sent_at])
+    assert spacing.min() >= 0.5 - 1e-3  # the limit itself still holds
 
 
 def test_killing_the_client_mid_episode_makes_the_robot_hold_within_the_watchdog_deadline(serve):
@@ -541,7 +611,8 @@ def test_incomplete_or_mismatched_replies_are_one_line_errors(serve, fake_server
         hello_change(hello)
 
     def answer(auth, msg):
-        return ({"ok": True, **hello} if msg["op"] == "hello" else {"ok": True, **obs_reply(obs)}), True
+        reply = hello if msg["op"] == "hello" else {"session": hello["session"], **obs_reply(obs)}
+        return {"ok": True, **reply}, True
 
     robot = RemoteRobot(fake_server(answer), TOKEN, timeout_s=5.0)
     with pytest.raises(RobotError, match=match) as e:
@@ -660,3 +731,22 @@ def test_wm_validate_reads_the_servers_key_file(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "run"), "--server-key", str(tmp_path / "none.key")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wm: error")]
     assert len(err) == 1 and "cannot read the public key file" in err[0]
+
+
+def test_a_full_client_table_evicts_the_least_recent_and_an_evicted_clients_requests_stay_refused(serve, monkeypatch):
+    """Finding 10. Before: one token holder filled the 1,024-client table in 1.3 s and every new client was locked
+    out for 60 s."""
+    import envs.robot.server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CLIENTS", 8)
+    server, address = serve()
+    raw = Raw(address)
+    first = signed({"op": "events", "call": 1, "since": 0}, 1, client=b"F" * 16, session=server.session)
+    assert raw.ask(first)[1]["ok"]  # the oldest client: evicted first
+    for i in range(20):  # a flood of fresh clients
+        assert raw.ask(signed({"op": "hello", "call": 1}, 1, client=bytes([i]) * 16))[1]["ok"]
+    assert raw.ask(signed({"op": "hello", "call": 1}, 1, client=b"N" * 16))[1]["ok"]  # a new client gets in
+    assert len(server._clients) <= 8
+    reply = raw.ask(first)[1]  # the evicted client's captured request, replayed: still refused
+    raw.close()
+    assert reply["code"] == "replay"

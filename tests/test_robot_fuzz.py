@@ -27,6 +27,7 @@ from envs.robot.server import REPLAY_WINDOW_S, RobotServer
 from envs.robot.sim import SimRobot
 
 TOKEN = "fuzz-secret"
+SESSION = "__the server's session__"  # replaced by the real one when a signed case is sent
 MESSAGES = 10_200
 WATCHDOG_S = 0.3
 HOLD_MARGIN_S = 1.5  # generous: a loaded 2-core CPU
@@ -109,11 +110,14 @@ def signed_malformed(draw):
     """A header (and array frames) signed with the right token at the next seq: malformed in its content."""
     kind = draw(st.sampled_from(["json", "bytes", "deep"]))
     if kind == "json":
-        body = [json.dumps(draw(headers)).encode()]
+        header = draw(headers)
+        if isinstance(header, dict) and draw(st.booleans()):  # bound to the server's session, as a client's are
+            header["session"] = SESSION
+        body = [json.dumps(header).encode()]
     elif kind == "bytes":
         body = [draw(st.binary(max_size=200))]
     else:
-        depth = draw(st.integers(wire.MAX_DEPTH, 40_000))
+        depth = draw(st.integers(wire.MAX_DEPTH, (wire.MAX_REQUEST_BYTES - 1024) // 2))  # within the size limit
         body = [b'{"op": "hello", "call": 1, "x": ' + b"[" * depth + b"]" * depth + b"}"]
     return "signed", body + draw(st.lists(st.binary(max_size=64), max_size=4))
 
@@ -200,7 +204,7 @@ def test_ten_thousand_bad_messages_move_nothing_and_the_robot_holds_when_its_cli
         monkeypatch.setattr(wire, "sign", sign)
         assert len(captured) == 3 and sim.actions == 1
 
-        fuzzer = FuzzClient(address)
+        fuzzer = FuzzClient(address, server.session)
         raw_tcp_garbage(server, 50)
         started = time.monotonic()
 
@@ -244,7 +248,8 @@ def test_ten_thousand_bad_messages_move_nothing_and_the_robot_holds_when_its_cli
 class FuzzClient:
     """A DEALER socket that sends one case at a time and checks its refusal."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, session: str):
+        self.session = session
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(address)
@@ -254,6 +259,7 @@ class FuzzClient:
     def send(self, category: str, frames: list) -> None:
         if category in ("signed", "stale"):
             body, stamp = (frames, time.time()) if category == "signed" else (frames[0], time.time() + frames[1])
+            body = [body[0].replace(SESSION.encode(), self.session.encode()), *body[1:]] if body else body
             self.seq += 1
             frames = [wire.sign(TOKEN.encode(), wire.MAGIC_REQUEST, self.client, self.seq, stamp, body), *body]
         self.sock.send_multipart([b"", *frames] if frames else [b""])
@@ -270,7 +276,7 @@ class FuzzClient:
             assert (auth.client, auth.seq) == (request.client, request.seq)
             assert wire.verify(TOKEN.encode(), auth, reply[2:])
         if category == "signed":
-            assert answer["ok"] is True or answer["code"] == "bad_request", answer
+            assert answer["ok"] is True or answer["code"] in ("bad_request", "session"), answer
             assert "sent" not in answer  # nothing acted
         else:
             expected = EXPECTED[category]

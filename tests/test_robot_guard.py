@@ -320,7 +320,7 @@ class NoProprioRobot(FakeRobot):
         return {"rgb": np.zeros((8, 8, 3), np.uint8)}
 
 
-def test_a_workspace_box_refuses_a_robot_without_proprio_and_holds_until_proprio_arrives():
+def test_a_workspace_box_refuses_a_robot_without_proprio():
     box = {"workspace_low": [-1.0, -1.0], "workspace_high": [1.0, 1.0], "watchdog_s": None}
     bare = NoProprioRobot()
     with pytest.raises(WMError, match=r"bounds proprio\[:2\] but fake reports no proprio"):
@@ -328,11 +328,91 @@ def test_a_workspace_box_refuses_a_robot_without_proprio_and_holds_until_proprio
     assert not bare.is_connected
     with pytest.raises(WMError, match=r"reports proprio \(3,\)"):
         SafetyGuard(FakeRobot(), GuardConfig(workspace_low=[-1.0] * 4, workspace_high=[1.0] * 4)).connect()
-    robot, guard = guarded(**box)
-    assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0, 0])  # nothing says where the robot is
-    assert reasons(guard) == ["workspace"] and "no proprio" in guard.events[0].detail
+
+
+def test_the_workspace_is_checked_on_fresh_proprio_not_on_what_the_client_last_observed():
+    """Finding 1. Before: the box was checked against the last observation the client asked for, so a controller
+    that observed once and then pushed drove the robot 24-155 steps past the edge with no workspace event."""
+    robot, guard = guarded(workspace_low=[-0.3, -0.3], workspace_high=[0.3, 0.3], watchdog_s=1.0, max_delta=0.5)
+    guard.get_observation()  # observed once, inside the box
+    for _ in range(40):  # then pushes, never observing again (well within the watchdog deadline)
+        guard.send_action(np.array([-0.2, 0.0]))
+    assert robot.pos[0] >= -0.3 - 0.2 - 1e-6  # at most the one step that crossed the edge
+    assert "workspace" in reasons(guard) and "outside the workspace" in guard.events[-1].detail
+    assert np.array_equal(robot.sent[-1][1], [0, 0])  # holding
+
+
+class ReadsProprio(FakeRobot):
+    """A robot with the cheap `read_proprio` extension: the guard reads that instead of a whole observation."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads, self.observations = 0, 0
+
+    def read_proprio(self):
+        self.reads += 1
+        return np.r_[self.pos, self.steps].astype(np.float32)
+
+    def get_observation(self):
+        self.observations += 1
+        return super().get_observation()
+
+
+def test_the_guard_reads_proprio_through_read_proprio_where_the_robot_has_it():
+    robot = ReadsProprio()
+    guard = SafetyGuard(robot, GuardConfig(workspace_low=[-1.0], workspace_high=[1.0], watchdog_s=None))
+    guard.connect()
+    for _ in range(3):
+        guard.send_action(np.array([0.1, 0.0]))
+    assert robot.reads == 3 and robot.observations == 0
+
+
+@pytest.mark.parametrize(
+    "limits, match",
+    [
+        ({"max_delta": float("nan")}, "max_delta must be finite"),
+        ({"max_delta": -0.5}, "max_delta must be positive"),
+        ({"max_delta": 0.0}, "max_delta must be positive"),
+        ({"max_delta": [0.5, float("-inf")]}, "max_delta must be"),
+        ({"max_rate_hz": float("nan")}, "max_rate_hz must be finite"),
+        ({"max_rate_hz": -5.0}, "max_rate_hz must be positive"),
+        ({"watchdog_s": float("inf")}, "watchdog_s must be finite"),
+        ({"watchdog_s": 0.0}, "watchdog_s must be positive"),
+        ({"low": float("nan")}, "low must be finite"),
+        ({"low": 1.0, "high": -1.0}, "each low below its high"),
+        ({"workspace_low": [float("nan")], "workspace_high": [1.0]}, "workspace_low must be finite"),
+        ({"max_rate_hz": 0.25, "watchdog_s": 1.0}, "raise the rate to at least 1 Hz"),
+    ],
+)
+def test_every_guard_limit_is_checked_when_the_config_is_made(limits, match):
+    """Finding 2 (and 3's start check). Before: --max-delta nan turned every action into NaN after the guard's own
+    NaN check, and max_delta=-0.5 sent -0.5, -1.0, -1.5, -2.0 past bounds of +-1."""
+    with pytest.raises(WMError, match=match):
+        GuardConfig(**limits)
+
+
+def test_an_unlimited_dim_is_inf_and_the_bound_clip_is_the_last_word():
+    robot, guard = guarded(max_delta=[0.25, float("inf")], watchdog_s=None)  # inf: a dim max_delta leaves free
     guard.get_observation()
-    assert np.array_equal(guard.send_action(np.array([0.5, 0.5])), [0.5, 0.5])
+    sent = [guard.send_action(np.array([5.0, -5.0])) for _ in range(6)]
+    assert all(np.all(np.abs(s) <= 1.0) for s in sent)  # never past the bounds, whatever the limits did
+    np.testing.assert_allclose(sent[0], [0.25, -1.0])
+    np.testing.assert_allclose(sent[-1], [1.0, -1.0])
+
+
+def test_a_start_outside_the_workspace_or_not_finite_is_refused():
+    """Finding 10. Before: `wm validate --goals` reset a simulated robot to a start of 1e30 unchecked."""
+    from envs.robot.sim import SimRobot
+
+    box = GuardConfig(workspace_low=[-5.0, -5.0], workspace_high=[5.0, 5.0], watchdog_s=None)
+    guard = SafetyGuard(SimRobot("wm/PointMaze-v0"), box)
+    guard.connect()
+    start = guard.robot.get_observation()["sim_state"].copy()
+    guard.reset({"state": start})
+    with pytest.raises(RobotError, match="outside the workspace"):
+        guard.reset({"state": np.full_like(start, 1e30)})
+    assert reasons(guard)[-1] == "workspace"
+    guard.disconnect()
 
 
 @pytest.mark.parametrize("action", [np.zeros(3), np.float32(0.5), [[0.1, 0.2]], "fast", {"x": 1.0}])

@@ -208,3 +208,41 @@ def test_a_robot_that_vanishes_mid_run_keeps_the_data_so_far(server, goals_file,
         assert store.num_episodes == 2
         assert store.episode(0)["complete"].all() and not store.episode(1)["complete"].any()
         assert 0 < store.episode_lengths()[1] < 31
+
+
+def test_a_server_restart_mid_run_ends_the_episode_instead_of_splicing_two_servers(server, goals_file, tmp_path):
+    """Finding 4. Before: the client's retry reached the restarted server (new simulator state, empty replay table)
+    and the run went on; the spliced episode, with a jump of 2 m, was recorded complete and the command exited 0."""
+    proc, address = server
+    out = tmp_path / "run"
+    argv = [*WM, "validate", "--robot", address, "--token", TOKEN, "--controller", "random", "--episodes", "2"]
+    argv += ["--budget", "40", "--hz", "20", "--goals", str(goals_file), "--timeout", "5", "--out", str(out)]
+    run = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = []  # 3 tries of 5 s: room for the new server to start, so the retry reaches it
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: os.read(run.stderr.fileno(), 4096), b"")))
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any(5 <= int(n) < 30 for n in re.findall(rb"(\d+)/80", b"".join(err))):  # into the first episode
+        assert run.poll() is None and time.monotonic() < deadline, b"".join(err).decode()
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=20)
+    port = address.rsplit(":", 1)[1]
+    again = subprocess.Popen([*WM, "robot", "serve", "--env", "wm/PointMaze-v0", "--port", port, "--token", TOKEN],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert "serving" in again.stdout.readline()
+        run.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=20)
+        again.stdout.close()
+        again.stderr.close()
+        run.stdout.close()
+        run.stderr.close()
+    errors = [line for line in b"".join(err).decode().splitlines() if line.startswith("wm: error")]
+    assert run.returncode == 2 and len(errors) == 1, errors
+    assert "restarted" in errors[0] and "connect again" in errors[0]
+    with EpisodeStore.open(out / "store") as store:
+        assert store.num_episodes == 1 and not store.episode(0)["complete"].any()

@@ -6,9 +6,12 @@ but the same `call` number, so the server answers a retry from its cache instead
 are signed with the shared secret (HMAC-SHA256, see `wire`), which never travels. A reply is accepted only when the
 server signed it for this very request (client id and seq) and it matches the robot's features (observation keys,
 shapes and dtypes; the action's shape); replies are limited to MAX_REPLY_BYTES (ZeroMQ's MAXMSGSIZE per frame, and
-in all). With `server_key` (the server's Curve public key) the link is encrypted and the server proven. A server
-that never answers, refuses the request, reports a robot failure or sends a reply it should not raises
-`RobotError` with one line saying so. Guard events the server reports accumulate in `events`.
+in all). With `server_key` (the server's Curve public key) the link is encrypted and the server proven. The server's
+session id, learnt at `connect`, goes into every later request (so no other server instance executes it) and must
+come back in every reply: a server that restarted (a retry reached a fresh one) ends the run with one line, never
+a silent splice of two servers' episodes. A server that never answers, refuses the request, reports a robot
+failure or sends a reply it should not raises `RobotError` with one line saying so. Guard events the server reports
+accumulate in `events` (an e-stop's too).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class RemoteRobot:
         self._seq = 0  # per transmission
         self._call = 0  # per request; retries repeat it
         self.info: dict | None = None  # the server's hello reply
+        self.session: str | None = None  # the server instance this client talks to (from hello)
         self.events: list[dict] = []  # guard events reported by the server since connect, in order
         self._events_before = 0
         self._obs_features: dict[str, Feature] = {}
@@ -100,7 +104,7 @@ class RemoteRobot:
         except (KeyError, TypeError, ValueError) as e:
             raise self._malformed("hello", f"bad features ({type(e).__name__}: {e})") from None
         hold = self._field("hello", reply, "hold_action", np.ndarray)
-        for key, kind in (("name", str), ("can_reset", bool), ("events_total", int)):
+        for key, kind in (("session", str), ("name", str), ("can_reset", bool), ("events_total", int)):
             self._field("hello", reply, key, kind)
         for key in ("watchdog_s", "control_hz"):
             if key not in reply or not (reply[key] is None or _is_number(reply[key])):
@@ -108,7 +112,7 @@ class RemoteRobot:
         if hold.shape != action.shape:
             raise self._malformed("hello", f"the hold action has shape {hold.shape}, the actions {action.shape}")
         self._obs_features, self._action_feature = obs, action
-        self.info = reply
+        self.info, self.session = reply, reply["session"]
         self._events_before = reply["events_total"]
 
     def disconnect(self) -> None:
@@ -118,7 +122,7 @@ class RemoteRobot:
                 self._request("bye", retries=1, timeout_s=min(self.timeout_s, 0.5))
             except RobotError:
                 pass
-            self.info = None
+            self.info = self.session = None
         self._close()
 
     def get_observation(self) -> dict:
@@ -198,7 +202,8 @@ class RemoteRobot:
 
     def _request(self, op: str, retries: int | None = None, timeout_s: float | None = None, **fields) -> dict:
         self._call += 1
-        body = wire.encode({"op": op, "call": self._call, **fields})
+        session = {} if op == "hello" else {"session": self.session}
+        body = wire.encode({"op": op, "call": self._call, **session, **fields})
         size = wire.AUTH_BYTES + wire.nbytes(body)
         if len(body) + 1 > wire.MAX_REQUEST_FRAMES or size > wire.MAX_REQUEST_BYTES:
             raise WMError(
@@ -239,6 +244,11 @@ class RemoteRobot:
             reply = wire.decode(body, MAX_REPLY_BYTES) if signed else wire.decode(body) if short else {}
         except ValueError as e:
             raise RobotError(f"{self.address} sent an unreadable reply ({e}); is it a wm robot server?") from None
+        if signed and self.session is not None and reply.get("session") != self.session:
+            raise RobotError(
+                f"the robot server at {self.address} restarted (session {self.session}, now "
+                f"{wire.short(reply.get('session'))}): the episode cannot go on across a restart; connect again"
+            )
         if signed and reply.get("ok") is True:
             return reply
         if reply.get("ok") is not False:  # only a refusal, short and without arrays, may come unsigned
@@ -253,6 +263,8 @@ class RemoteRobot:
             )
         if reply.get("code") == "replay":
             raise RobotError(f"the robot server at {self.address} refused the request as a replay: {error}")
+        if signed and reply.get("code") == "estop" and isinstance(reply.get("events"), list):
+            self.events.extend(e for e in reply["events"] if isinstance(e, dict) and isinstance(e.get("reason"), str))
         raise RobotError(f"robot server at {self.address}: {error}")
 
 

@@ -5,19 +5,25 @@ Per `send_action(a (A,))`, in this order:
   `a` not an (A,) vector of numbers     -> hold
   NaN / inf in `a`                      -> hold
   last observation older than watchdog  -> hold (the controller acted on stale data)
-  workspace box set, no proprio yet     -> hold (nothing says where the robot is)
-  proprio outside the workspace box     -> hold (an operator moves the robot back; the guard never guesses how)
+  workspace box set                     -> the guard reads the robot's proprio itself, now (`read_proprio` where the
+                                           robot has it, else a fresh observation), whatever the client last asked
+                                           for: no proprio, or proprio outside the box -> hold (an operator moves
+                                           the robot back; the guard never guesses how)
   otherwise                             -> clip to the absolute bounds, then to `max_delta` around the last sent
                                            action (the hold action before the first), like LeRobot's
-                                           `max_relative_target`
+                                           `max_relative_target`, then to the absolute bounds again: the last
+                                           thing before the robot is commanded is the bound clip
   faster than `max_rate_hz`             -> wait (without holding the lock, polling the e-stop every few ms) until
-                                           the minimum period has passed, then send
+                                           the minimum period has passed, then send; a server parks the request
+                                           instead (`rate_wait`), so it never blocks the watchdog or observations
 The e-stop is checked again immediately before the robot is commanded, so a trip during a rate wait stops the
 action. Watchdog (`tick`, driven by a thread from `start_watchdog` or by a server's poll loop): no new action within
-`watchdog_s` of the last one -> hold once, until the next action. `connect` refuses a workspace box on a robot that
-reports no proprio (or fewer dims than the box). Every intervention is a `SafetyEvent` (wall time, reason, detail,
-step) in `events`, an `EventLog`: the last `max_events` in memory, all of them appended to `event_log` (JSON lines)
-when given. The hold action is the robot's (`protocol.hold_action`), clipped to bounds.
+`watchdog_s` of the last one -> hold once, until the next action. Every limit is checked when the config is made
+(finite, positive, ordered; a rate slower than one command per watchdog deadline is refused). `connect` refuses a
+workspace box on a robot that reports no proprio (or fewer dims than the box); `reset` (simulated robots) refuses a
+start whose proprio is not finite or lies outside the box. Every intervention is a `SafetyEvent` (wall time,
+reason, detail, step) in `events`, an `EventLog`: the last `max_events` in memory, all of them appended to
+`event_log` (JSON lines) when given. The hold action is the robot's (`protocol.hold_action`), clipped to bounds.
 """
 
 from __future__ import annotations
@@ -48,19 +54,36 @@ class GuardConfig:
 
     low: list[float] | float | None = None
     high: list[float] | float | None = None
-    max_delta: list[float] | float | None = None  # per-dim |a_t - a_{t-1}| limit, action units per step
+    max_delta: list[float] | float | None = None  # per-dim |a_t - a_{t-1}| limit, action units per step (inf: none)
     workspace_low: list[float] | None = None  # bounds on proprio[:k], k = len(workspace_low); both or neither
     workspace_high: list[float] | None = None
     max_rate_hz: float | None = None
     watchdog_s: float | None = 1.0
 
     def __post_init__(self):
+        for name in ("low", "high", "max_delta", "workspace_low", "workspace_high", "max_rate_hz", "watchdog_s"):
+            value = getattr(self, name)
+            finite = np.isfinite(np.asarray(value, np.float64)) | (name == "max_delta")  # max_delta: inf = free dim
+            if value is not None and not (np.all(finite) and not np.any(np.isnan(np.asarray(value, np.float64)))):
+                raise WMError(f"guard limit {name} must be finite, got {value}")
+        for name in ("max_delta", "max_rate_hz", "watchdog_s"):
+            value = getattr(self, name)
+            if value is not None and not np.all(np.asarray(value, np.float64) > 0):
+                raise WMError(f"guard limit {name} must be positive, got {value}")
+        if self.low is not None and self.high is not None and not np.all(np.asarray(self.low) < np.asarray(self.high)):
+            raise WMError(f"guard bounds low {self.low} and high {self.high} need each low below its high")
         low, high = self.workspace_low, self.workspace_high
         if (low is None) != (high is None):
             raise WMError("a workspace box needs both workspace_low and workspace_high (bounds on proprio[:k])")
         if low is not None and (len(low) != len(high) or not np.all(np.asarray(low) < np.asarray(high))):
             raise WMError(
                 f"workspace_low {list(low)} and workspace_high {list(high)} need as many values, each low below high"
+            )
+        if self.max_rate_hz is not None and self.watchdog_s is not None and 1 / self.max_rate_hz > self.watchdog_s:
+            raise WMError(
+                f"a rate limit of {self.max_rate_hz:g} Hz spaces commands {1 / self.max_rate_hz:g} s apart, longer "
+                f"than the watchdog's {self.watchdog_s:g} s: raise the rate to at least {1 / self.watchdog_s:g} Hz or "
+                "lengthen the watchdog"
             )
 
 
@@ -144,7 +167,6 @@ class SafetyGuard:
         self._last_sent: np.ndarray | None = None
         self._last_send_time: float | None = None  # time.monotonic() of the last command (action or hold)
         self._last_obs_time: float | None = None
-        self._last_proprio: np.ndarray | None = None
         self._watchdog: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------ protocol
@@ -212,6 +234,9 @@ class SafetyGuard:
                 raise RobotError(f"{self.robot.name} cannot reset itself; resetting a real robot is an operator action")
             obs = self.robot.reset(options)
             self._last_sent, self._last_send_time, self.holding = None, None, True
+            if (outside := self._outside(obs.get("proprio"), require_finite=True)) is not None:
+                self._event("workspace", f"refused the start: {outside}")
+                raise RobotError(f"{self.robot.name}: the start state puts {outside}; pass starts inside it")
             return self._observed(obs)
 
     @property
@@ -220,7 +245,6 @@ class SafetyGuard:
 
     def _observed(self, obs: dict) -> dict:
         self._last_obs_time = time.monotonic()
-        self._last_proprio = np.asarray(obs["proprio"], np.float32) if "proprio" in obs else None
         return obs
 
     def send_action(self, action) -> np.ndarray:
@@ -233,7 +257,7 @@ class SafetyGuard:
                 self._check_estop()
                 if first:
                     self._steps += 1
-                wait = self._rate_wait()
+                wait = self.rate_wait()
                 if wait <= 0:
                     low, high = self.bounds()
                     target, holding = self._checked(action, low, high)
@@ -241,7 +265,7 @@ class SafetyGuard:
                     self.holding = holding
                     return self._send(target)
                 if first:
-                    self._event("rate", f"waiting {wait * 1000:.1f} ms (max {self.config.max_rate_hz} Hz)")
+                    self.note_rate_wait(wait)
             first = False
             time.sleep(min(wait, ESTOP_POLL_S))  # the lock is free meanwhile: observations, ticks, holds go on
 
@@ -272,15 +296,9 @@ class SafetyGuard:
             age = "no observation yet" if self._last_obs_time is None else f"{now - self._last_obs_time:.3f} s old"
             self._event("stale_observation", f"last observation {age} (deadline {cfg.watchdog_s} s)")
             return self._hold(low, high), True
-        if cfg.workspace_low is not None:
-            k = len(cfg.workspace_low)
-            if self._last_proprio is None:
-                self._event("workspace", "no proprio observed yet: nothing says where the robot is")
-                return self._hold(low, high), True
-            pos = self._last_proprio[:k]
-            if np.any(pos < np.asarray(cfg.workspace_low)) or np.any(pos > np.asarray(cfg.workspace_high)):
-                self._event("workspace", f"proprio[:{k}] = {pos.tolist()} outside the workspace")
-                return self._hold(low, high), True
+        if cfg.workspace_low is not None and (outside := self._outside(self._fresh_proprio())) is not None:
+            self._event("workspace", outside)
+            return self._hold(low, high), True
         target = np.clip(a, low, high)
         if not np.array_equal(target, a):
             self._event("bounds", f"requested {a.tolist()} clipped to {target.tolist()}")
@@ -291,9 +309,38 @@ class SafetyGuard:
             if not np.array_equal(limited, target):
                 self._event("max_delta", f"change {np.abs(target - ref).max():.3f} > {np.max(delta):.3f}")
             target = limited
-        return target, False
+        return np.clip(target, low, high), False  # whatever came before, the bounds are the last word
 
-    def _rate_wait(self) -> float:
+    def _fresh_proprio(self) -> np.ndarray | None:
+        """The robot's proprio read now (its `read_proprio` extension, else a fresh observation), or None."""
+        read = getattr(self.robot, "read_proprio", None)
+        proprio = read() if callable(read) else self.robot.get_observation().get("proprio")
+        return None if proprio is None else np.asarray(proprio, np.float32)
+
+    def _outside(self, proprio, require_finite: bool = False) -> str | None:
+        """Why `proprio` is not inside the workspace box (no reading, not finite, or outside), or None when it is
+        (or when there is no box and a finite reading is not required)."""
+        k = None if self.config.workspace_low is None else len(self.config.workspace_low)
+        if k is None and not require_finite:
+            return None
+        if proprio is None:
+            return "no proprio: nothing says where the robot is" if k is not None else None
+        proprio = np.asarray(proprio, np.float64)
+        if not np.all(np.isfinite(proprio)):
+            return f"proprio {proprio.tolist()} not finite"
+        if k is None:
+            return None
+        pos = proprio[:k]
+        if np.any(pos < np.asarray(self.config.workspace_low)) or np.any(pos > np.asarray(self.config.workspace_high)):
+            return f"proprio[:{k}] = {pos.tolist()} outside the workspace"
+        return None
+
+    def note_rate_wait(self, wait: float | None = None) -> None:
+        """Record that a command waits `wait` s (default: `rate_wait()`) for the rate limit."""
+        wait = self.rate_wait() if wait is None else wait
+        self._event("rate", f"waiting {wait * 1000:.1f} ms (max {self.config.max_rate_hz} Hz)")
+
+    def rate_wait(self) -> float:
         """Seconds until the rate limit allows the next command (<= 0: now)."""
         if not self.config.max_rate_hz or self._last_send_time is None:
             return 0.0

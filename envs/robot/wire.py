@@ -33,9 +33,9 @@ _AUTH = struct.Struct("!4s16sQd")
 MAC_BYTES = hashlib.sha256().digest_size
 AUTH_BYTES = _AUTH.size + MAC_BYTES
 UNSIGNED = bytes(MAC_BYTES)
-MAX_REQUEST_BYTES = 1 << 20  # all frames of a request together (requests are small: an action, a reset state)
+MAX_REQUEST_BYTES = 64 << 10  # all frames of a request together (requests are small: an action, a reset state)
 MAX_REQUEST_FRAMES = 16  # auth + header + up to 14 arrays
-MAX_HEADER_BYTES = 64 << 10  # the header frame of a request
+MAX_HEADER_BYTES = 16 << 10  # the header frame of a request
 MAX_DEPTH = 16  # nesting of dicts/lists in a header
 MAX_NDIM = 8
 MAX_DIM = 1 << 32
@@ -180,3 +180,9 @@ def _array(desc: dict, buffers: list, used: set) -> np.ndarray:
     if buf.nbytes != math.prod(shape) * dtype.itemsize:
         raise ValueError(f"an array frame has {buf.nbytes} bytes, {dtype} {shape} needs another size")
     return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+
+
+def short(value, limit: int = 60) -> str:
+    """A repr cut to one short line (for echoing what the other side sent)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -236,8 +236,12 @@ def refine(p: argparse.ArgumentParser) -> None:
 
 def robot(p: argparse.ArgumentParser) -> None:
     robot_sub = p.add_subparsers(dest="robot_command", metavar="ACTION", parser_class=Parser, required=True)
-    p = robot_sub.add_parser("serve", help="serve an env (with state hooks) as a robot behind the safety guard")
-    p.add_argument("--env", required=True, help="env id with state hooks (`wm envs`; or pkg.module:factory)")
+    p = robot_sub.add_parser("serve", help="serve a robot (or an env as a simulated one) behind the safety guard")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--env", help="simulate this env as the robot (`wm envs`; or pkg.module:factory), state hooks")
+    what.add_argument(
+        "--robot", help="serve a real robot: pkg.module:factory returning one (the robot protocol; a LeRobotAdapter)"
+    )
     p.add_argument("--port", type=port, default=5555, help="TCP port (0: any free port, printed at start)")
     p.add_argument("--token", default="", help="shared secret requests are signed with (or set WM_ROBOT_TOKEN)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
@@ -246,8 +250,12 @@ def robot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=positive_int, default=64, help="square image size in pixels")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--watchdog", type=float, default=1.0, help="seconds without a new action before holding")
-    p.add_argument("--max-delta", type=float, default=None, help="max change of an action dim per step")
-    p.add_argument("--max-rate", type=float, default=None, help="max actions per second")
+    p.add_argument("--low", default=None, help="lower action bounds: one number or comma-separated per dim")
+    p.add_argument("--high", default=None, help="upper action bounds: one number or comma-separated per dim")
+    p.add_argument("--max-delta", default=None, help="max change of an action dim per step: one number or per dim "
+                   "(a real robot needs it, or its config's max_relative_target)")  # fmt: skip
+    p.add_argument("--max-rate", type=float, default=None, help="max actions per second (a real robot needs it, or "
+                   "its control_hz)")  # fmt: skip
     p.add_argument("--workspace-low", default=None, help="comma-separated lower bounds on proprio[:k]")
     p.add_argument("--workspace-high", default=None, help="comma-separated upper bounds on proprio[:k]")
     p.add_argument("--stop-file", default=None, help="e-stop when this file appears")
