@@ -130,7 +130,8 @@ def test_ddp_on_cpu_with_gloo(maze, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m"]
     cmd += ["wm.app.cli", "train", "--data", str(maze), "--model", "jepa", "--out", str(out), "--steps", "4"]
-    result = subprocess.run([*cmd, *TINY_JEPA], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # gloo on the CPU, also on a machine with one GPU (NCCL refuses
+    result = subprocess.run([*cmd, *TINY_JEPA], capture_output=True, text=True, timeout=300, env=env)  # 2 ranks on it)
     assert result.returncode == 0, result.stderr[-2000:]
     model, config = load_checkpoint(out / "model")
     assert config.step == 4
@@ -218,7 +219,7 @@ def test_batchnorm_statistics_are_re_estimated_under_the_current_weights(tmp_pat
     from wm.train import TrainConfig, Trainer
 
     data = [{"x": torch.randn(3) * 5 + 2} for _ in range(40)]
-    trainer = Trainer(NormedToy(), data, None, TrainConfig(batch_size=4, bn_batches=3), tmp_path, {})
+    trainer = Trainer(NormedToy(), data, None, TrainConfig(batch_size=4, bn_batches=3), tmp_path, {}, device="cpu")
     norm = trainer.model.norm
     norm.running_mean.fill_(100.0)
     state = torch.get_rng_state()

@@ -167,7 +167,8 @@ class ImaginedVectorEnv(VectorEnv):
     def step(self, actions):
         if self._state is None:
             raise WMError("call reset() before step()")
-        actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)
+        actions = actions if torch.is_tensor(actions) else np.asarray(actions)  # a tensor stays where it is
+        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         if actions.shape != (self.num_envs, self.low.shape[0]):
             raise WMError(f"actions must be (num_envs, frameskip*A) = {(self.num_envs, self.low.shape[0])}, "
                           f"got {tuple(actions.shape)}")  # fmt: skip

@@ -71,8 +71,10 @@ def save_checkpoint(path, model: torch.nn.Module, config: dict, optimizer=None, 
     config = {"format": FORMAT, **config}
     if optimizer is not None:
         tensors, meta = _optimizer_tensors(optimizer)
-        if rng:
+        if rng:  # the CPU's random stream, and each GPU's (PPO samples on the device)
             tensors["rng.torch"] = torch.get_rng_state()
+            if torch.cuda.is_available():
+                tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         config["optimizer"] = meta
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -164,4 +166,7 @@ def load_training_state(path, model: torch.nn.Module, optimizer) -> dict:
     _restore_optimizer(optimizer, tensors, config["optimizer"])
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([state for _, state in cuda])
     return config
