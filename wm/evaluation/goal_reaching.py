@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from envs.controller import Controller, ZeroActions
 from envs.registry import make_env, require_state_hooks
+from wm.errors import WMError
 from wm.evaluation.media import summary_figure, write_episode_videos
 from wm.evaluation.metrics import percentiles, rate
 from wm.goals import dataset_goals, goal_batch, goal_store, random_goals
@@ -79,8 +80,6 @@ def held_out_problems(spec: ModelSpec, trained_on: TrainedOn, env_id: str, *, ep
 def random_problems(spec: ModelSpec, trained_on: TrainedOn, env_id: str, *, episodes: int, budget: int, seed: int,
                     goal_velocity: str = "rest") -> Problems:  # fmt: skip
     """`episodes` problems of a random start (an env reset) and a random goal state drawn by the env."""
-    from wm.errors import WMError
-
     trained_on.require_env(env_id)
     envs = _envs(env_id, spec, episodes, budget, "random goals")
     if not hasattr(envs[0], "sample_goal"):
