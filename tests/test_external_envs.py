@@ -192,3 +192,30 @@ class Opaque(Holder):
 def stateless(image_size: int = 64) -> GymImageAdapter:
     """An env that renders but cannot save or restore its state."""
     return GymImageAdapter(Opaque(), image_size)
+
+
+def test_a_factory_env_with_a_success_hook_trains_hindsight_labels_and_a_head_can_be_retrained(tmp_path, caplog):
+    """Issue 28 item 3. Before: hindsight labels came only from built-in envs, so on a `module:factory` env the head
+    learned the recorded success column (all False for goal-free data) without the goal, silently; and retraining
+    it with `--init CK only=success success_goal=true success_labels=hindsight` was an internal error (the old
+    head's tensors of another shape were loaded into the new one)."""
+    from wm.models.checkpoint import load_checkpoint
+
+    store = str(tmp_path / "data")
+    argv = ["collect", "--env", "envs.reacher:make_reacher", "--episodes", "4", "--steps", "20", "--policy", "smooth"]
+    assert main([*argv, "--workers", "1", "--out", store]) == 0
+    assert main(["train", "--data", store, "--model", "jepa", "--out", str(tmp_path / "wm"), "--steps", "2",
+                 *TINY_ARGS]) == 0  # fmt: skip
+    config = load_checkpoint(tmp_path / "wm")[1]
+    assert config.model["success_labels"] == "hindsight" and config.model["success_goal"] is True
+    frame_only = [*TINY_ARGS, "success_goal=false", "success_labels=recorded"]
+    assert main(["train", "--data", store, "--model", "jepa", "--out", str(tmp_path / "frame"), "--steps", "2",
+                 *frame_only]) == 0  # fmt: skip
+    assert load_checkpoint(tmp_path / "frame")[1].model["success_goal"] is False
+    train_only = [a for a in TINY_ARGS if a.split("=")[0] in ("batch_size", "val_every", "val_batches", "warmup_steps")]
+    argv = ["train", "--data", store, "--model", "jepa", "--init", str(tmp_path / "frame"), "--out",
+            str(tmp_path / "again"), "--steps", "2", *train_only, "only=success", "success_goal=true",
+            "success_labels=hindsight"]  # fmt: skip
+    assert main(argv) == 0
+    again = load_checkpoint(tmp_path / "again")[1].model
+    assert again["success_goal"] is True and again["success_labels"] == "hindsight"

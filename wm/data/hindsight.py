@@ -17,19 +17,28 @@ import torch
 from torch.utils.data import Dataset
 
 from wm.data.windows import WindowDataset
+from wm.errors import WMError
 
 Judge = Callable[[np.ndarray, np.ndarray], bool]  # (state (S,), goal state (S,)) -> success
 
 
 def env_judge(env_id: str | None) -> tuple[Judge, tuple[int, ...]] | None:
-    """`(is_success, proprio velocity dims)` of env `env_id` when it judges success from simulator states (the
-    built-in envs), else None."""
-    from envs.registry import is_builtin, make_env
+    """`(is_success, proprio velocity dims)` of env `env_id` when it judges success from simulator states: a
+    built-in, or any env `make_env` makes (`module:factory`, an entry point, a gymnasium id) that has an
+    `is_success(state, goal)` hook; None for an env without one or an id no env stands behind (an imported
+    dataset's)."""
+    from envs.registry import make_env
 
-    if not env_id or not is_builtin(env_id):
+    if not env_id:
         return None
-    env = make_env(env_id).unwrapped
-    return env.is_success, tuple(env.proprio_velocity_dims)
+    try:
+        env = make_env(env_id).unwrapped
+    except WMError:
+        return None
+    if not callable(getattr(env, "is_success", None)) or not getattr(env, "has_success", True):
+        env.close()
+        return None
+    return env.is_success, tuple(getattr(env, "proprio_velocity_dims", ()))
 
 
 class HindsightGoals(Dataset):

@@ -6,8 +6,9 @@ family trains on, where `"features"` means the frozen encoder's feature cache (f
 and `wrap` may decorate each dataset (hindsight goals or goal images for a success head).
 
 Success labels (`success_labels` of the model config):
-  hindsight  goals are frames of the same episode and the env judges each pair of simulator states (built-in
-             envs); without states or a judge it falls back to `recorded` (frame-only);
+  hindsight  goals are frames of the same episode and the env judges each pair of simulator states (any env with
+             an `is_success` hook: built-in, `module:factory`, entry point, gymnasium id); without states or a
+             judge it falls back to `recorded` (frame-only), and says so;
   recorded   the store's `success` column, against the rendered image of each frame's goal state where the model
              takes per-frame goal images (the diffusion model) and the store has goal states of a built-in env,
              else of the frame alone.
@@ -58,7 +59,8 @@ def success_training_data(store: EpisodeStore, model_cfg, visual_key: str = "rgb
         if judged is not None:
             judge, velocity_dims = judged
             return ["state"], lambda ds: HindsightGoals(ds, judge, (visual_key, "proprio"), velocity_dims)
-        log.info("no simulator states or success test for %s: the success head learns recorded success", env_id)
+        log.warning("no simulator states or success test for %s: the success head learns the recorded success "
+                    "column without a goal", env_id)  # fmt: skip
         model_cfg.success_labels = "recorded"
     if not store.has("success"):
         log.info("%s has no success labels: no success head", store.root)

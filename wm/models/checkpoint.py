@@ -141,13 +141,14 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[tor
 def load_weights(model: torch.nn.Module, path, map_location: str | torch.device = "cpu",
                  new_parts: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Load `path/model.safetensors` into `model` (its tensors read straight onto `map_location`); every parameter
-    must be there except those of the submodules named in `new_parts` (parts added to a checkpoint's model, e.g. a
-    success head trained later)."""
+    must be there except those of the submodules named in `new_parts` (parts added to a checkpoint's model, or
+    replaced by one of other settings, e.g. a success head trained later: the checkpoint's own are not loaded)."""
     path = Path(path)
     try:
         state = load_file(str(path / "model.safetensors"), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise WMError(f"cannot read {path / 'model.safetensors'} ({e}); the checkpoint is damaged") from None
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in new_parts}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k.split(".")[0] not in new_parts]
     if missing or unexpected:
