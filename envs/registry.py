@@ -94,22 +94,27 @@ def make_env(env_id: str, image_size: int = 64, max_episode_steps: int | None = 
     return env if isinstance(env, gym.wrappers.TimeLimit) and own == steps else gym.wrappers.TimeLimit(env, steps)
 
 
-def default_episode_steps(env_id: str) -> int:
-    """The registered episode length (TimeLimit) of an env id (for a factory: of the env it returns)."""
+def episode_limit(env_id: str) -> int | None:
+    """The episode length (TimeLimit) an env id registers (for a factory: of the env it returns), None if none."""
     if is_builtin(env_id):
         return envs.BUILTIN[env_id][1]
     if is_reference(env_id):
         env = make_from_reference(env_id, 64)
         try:
-            return _time_limit(env) or DEFAULT_EPISODE_STEPS
+            return _time_limit(env)
         finally:
             env.close()
     try:
-        return gym.spec(env_id).max_episode_steps or DEFAULT_EPISODE_STEPS
+        return gym.spec(env_id).max_episode_steps
     except gym.error.Error as e:
         raise WMError(
             f"unknown environment {env_id!r} ({e}); run `wm envs` to list the built-ins and entry points"
         ) from None
+
+
+def default_episode_steps(env_id: str) -> int:
+    """The registered episode length of an env id, else `DEFAULT_EPISODE_STEPS`."""
+    return episode_limit(env_id) or DEFAULT_EPISODE_STEPS
 
 
 def proprio_velocity_dims(env_id: str) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ class MPCConfig:
     planner: str = "cem"
     samples: int = 300
     iterations: int = 10  # DINO-WM's count for PointMaze and Wall
-    elites: int = 30
+    elites: int | None = None  # None: a tenth of the samples (DINO-WM's 30 of 300), at least 1
     horizon: int = 8  # 40 env steps: room to go around a wall toward a goal 25 path steps away (DINO-WM: 5)
     replan_every: int = 1
     hold_in_block: bool = False  # one env action per world-model block (see the module docstring)
@@ -76,11 +76,17 @@ def with_preset(cfg: MPCConfig, preset: dict) -> MPCConfig:
     return MPCConfig(**{n: preset.get(n, getattr(default, n)) if v is None else v for n, v in given.items()})
 
 
+def elites_for(samples: int) -> int:
+    """The default number of elites for `samples` candidates: a tenth (DINO-WM's 30 of 300), at least 1."""
+    return max(1, samples // 10)
+
+
 def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu") -> MPCController:
     """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`."""
     spec = model.spec
     action_dim = spec.action_dim if cfg.hold_in_block else spec.block_action_dim
-    budget = {"samples": cfg.samples, "elites": cfg.elites, "iterations": cfg.iterations}
+    elites = cfg.elites if cfg.elites is not None else elites_for(cfg.samples)
+    budget = {"samples": cfg.samples, "elites": elites, "iterations": cfg.iterations}
     planner = planner_from_budget(cfg.planner, cfg.horizon, action_dim, seed=seed, device=device, **budget)
     proprio_weight = cfg.proprio_weight if spec.proprio_dim else 0.0  # models without proprio: none
     objective = goal_objective(

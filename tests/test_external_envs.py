@@ -219,3 +219,41 @@ def test_a_factory_env_with_a_success_hook_trains_hindsight_labels_and_a_head_ca
     assert main(argv) == 0
     again = load_checkpoint(tmp_path / "again")[1].model
     assert again["success_goal"] is True and again["success_labels"] == "hindsight"
+
+
+def test_stores_of_envs_without_a_success_test_say_not_judged(tmp_path, capsys):
+    """Issue 28 item 11. Before: `wm collect` and `wm info` printed "0.0% success, 0.0 goals reached per episode"
+    for an env that judges nothing, which reads as a failure."""
+    store = str(tmp_path / "data")
+    argv = ["collect", "--env", "test_external_envs:plain_pendulum", "--episodes", "2", "--steps", "6"]
+    assert main([*argv, "--policy", "random", "--workers", "1", "--out", store]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\nnext:")[0])
+    assert summary["goals_reached_per_episode"] is None and "not judged" in summary["success"]
+    assert main(["info", store]) == 0
+    out = capsys.readouterr().out
+    assert "not judged" in out and "0.0%" not in out
+    assert main(["collect", "--env", "wm/PointMaze-v0", "--episodes", "1", "--steps", "6", "--workers", "1",
+                 "--out", str(tmp_path / "maze")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out.split("\nnext:")[0])["goals_reached_per_episode"] is not None
+
+
+def unlimited_pendulum() -> gym.Env:
+    """A stock MuJoCo env without any episode limit."""
+    return gym.make("InvertedPendulum-v5", render_mode="rgb_array", max_episode_steps=None).unwrapped
+
+
+def test_an_env_without_an_episode_limit_is_said_and_steps_are_taken(tmp_path, capsys, caplog):
+    """Issue 28 item 4. Before: foreign envs without an episode limit silently got 1000 steps."""
+    import logging
+
+    argv = ["collect", "--env", "test_external_envs:unlimited_pendulum", "--episodes", "1", "--policy", "random"]
+    with caplog.at_level(logging.WARNING, "wm"):
+        assert main([*argv, "--steps", "5", "--workers", "1", "--out", str(tmp_path / "a")]) == 0
+        assert "no episode limit" not in caplog.text  # --steps given: nothing to say
+        assert main([*argv, "--workers", "1", "--out", str(tmp_path / "b")]) == 0  # the pole falls long before 1000
+        assert "sets no episode limit: collecting 1000 steps per episode; pass --steps N" in caplog.text
+        assert default_episode_steps("test_external_envs:unlimited_pendulum") == 1000
+        from envs.registry import episode_limit
+
+        assert episode_limit("test_external_envs:unlimited_pendulum") is None
+        assert episode_limit("test_external_envs:plain_pendulum") == 40

@@ -90,7 +90,7 @@ def test_wm_plan_cli_writes_results_and_refuses_bad_settings_without_leaving_fil
 
     ckpt = str(Path(__file__).parent.parent / "checkpoints" / "jepa-wall")
     base = ["plan", "--checkpoint", ckpt, "--env", "wm/Wall-v0", "--episodes", "2", "--goal-source", "random"]
-    assert main([*base, "--samples", "20", "--out", str(tmp_path / "bad")]) != 0
+    assert main([*base, "--samples", "20", "--elites", "30", "--out", str(tmp_path / "bad")]) != 0
     assert "elites" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     out = tmp_path / "ok"
     argv = [*base, "--budget", "6", "--samples", "20", "--elites", "5", "--iterations", "2", "--out", str(out)]
@@ -155,3 +155,15 @@ def test_goals_at_rest_zero_only_the_velocities_and_leave_the_recorded_goal_alon
     assert np.array_equal(rest["proprio"], [[0.5, np.float32(-0.2), 0.0, 0.0]]) and rest["rgb"].shape == (1, 4, 4, 3)
     assert np.array_equal(pairs[0]["goal_obs"]["proprio"], proprio)
     assert np.array_equal(goal_batch(pairs, "observed", (2, 3))["proprio"][0], proprio)
+
+
+def test_elites_default_to_a_tenth_of_the_samples():
+    """Issue 28 item 5. Before: `--samples` below 30 failed (`CEM needs 1 <= elites <= samples`), also on a shipped
+    checkpoint out of the box, because elites defaulted to 30 whatever the samples."""
+    from planners.mpc import MPCConfig, build_mpc, elites_for
+
+    assert [elites_for(n) for n in (300, 64, 16, 5)] == [30, 6, 1, 1]
+    model = ToyModel()
+    for planner in ("cem", "icem"):
+        controller = build_mpc(model, MPCConfig(planner=planner, samples=16, iterations=1, horizon=2))
+        assert controller.planner.elites == 1 and controller.planner.samples == 16

@@ -64,7 +64,7 @@ def add_mpc_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner", choices=planners, metavar="PLANNER", help="%(choices)s (default cem)")
     p.add_argument("--samples", type=positive_int, help="candidates per iteration (default 300)")
     p.add_argument("--iterations", type=positive_int, help="planner iterations per replan (default 10)")
-    p.add_argument("--elites", type=positive_int, help="CEM/iCEM elites, at most --samples (default 30)")
+    p.add_argument("--elites", type=positive_int, help="CEM/iCEM elites, at most --samples (default: a tenth of them)")
     p.add_argument("--hold-in-block", action=on_off, help="plan one env action per frameskip block (default off)")
     p.add_argument("--horizon", type=positive_int, help="planning horizon in world-model steps (default 8)")
     p.add_argument("--replan-every", type=positive_int, help="world-model steps executed per plan (default 1)")

@@ -43,6 +43,8 @@ def print_info(summary: dict) -> None:
         f"action       {summary['action'].get('shape')} in [{summary['action'].get('low')}, "
         f"{summary['action'].get('high')}]",
     ]
+    if "success" in summary:
+        lines.append(f"success      {summary['success']}")
     if "success_at_end" in summary:
         lines.append(
             f"success      {summary['success_at_end']:.1%} at episode end, "

@@ -3,6 +3,7 @@ to a store of the same spec, creates a new one otherwise, and never touches anyt
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wm.data.layout import goals_reached_in, store_layout
+from wm.data.layout import goals_reached_in, judges_success, store_layout
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
+
+log = logging.getLogger("wm.data")
 
 
 @dataclass
@@ -63,13 +66,17 @@ def open_or_create(out: Path, keys: dict, spec: dict, durable: bool = False) -> 
 def run_collect(cfg: CollectConfig) -> dict:
     """Collect `cfg.episodes` episodes into `cfg.out`; returns the summary that is also printed."""
     from envs.collector import check_policy, collect
-    from envs.registry import default_episode_steps
+    from envs.registry import DEFAULT_EPISODE_STEPS, episode_limit
 
     cfg.validate()
-    default_steps = default_episode_steps(cfg.env)  # also rejects unknown env ids
-    steps = cfg.steps or default_steps
+    limit = episode_limit(cfg.env)  # also rejects unknown env ids
+    if cfg.steps is None and limit is None:
+        log.warning("%s sets no episode limit: collecting %d steps per episode; pass --steps N for another length",
+                    cfg.env, DEFAULT_EPISODE_STEPS)  # fmt: skip
+    steps = cfg.steps or limit or DEFAULT_EPISODE_STEPS
     check_policy(cfg.env, cfg.policy)
     keys, spec = store_layout(cfg.env, cfg.image_size, steps)
+    judged = judges_success(cfg.env, cfg.image_size)
     out = Path(cfg.out)
     created = not out.exists()
     store = open_or_create(out, keys, spec, durable=cfg.durable)
@@ -95,12 +102,19 @@ def run_collect(cfg: CollectConfig) -> dict:
                 written += 1
                 frames += len(episode["rgb"])
                 goals_reached += goals_reached_in(episode["success"])
-                bar.set_postfix(episodes=written, goals_per_episode=f"{goals_reached / written:.1f}")
+                goals = {"goals_per_episode": f"{goals_reached / written:.1f}"} if judged else {}
+                bar.set_postfix(episodes=written, **goals)
             bar.update(bar.total - bar.n)  # episodes that ended early leave the bar short
     finally:
         if written:
             store.record_collection(
-                {**asdict(cfg), "steps": steps, "first_episode": first, "episodes_written": written}
+                {
+                    **asdict(cfg),
+                    "steps": steps,
+                    "first_episode": first,
+                    "episodes_written": written,
+                    "success_judged": judged,
+                }  # fmt: skip
             )
         size = store.size_on_disk()
         store.close()
@@ -113,7 +127,8 @@ def run_collect(cfg: CollectConfig) -> dict:
         "episodes_written": written,
         "episodes_total": first + written,
         "frames_written": frames,
-        "goals_reached_per_episode": round(goals_reached / max(written, 1), 2),
+        "goals_reached_per_episode": round(goals_reached / max(written, 1), 2) if judged else None,
+        **({} if judged else {"success": f"not judged: {cfg.env} has no success test"}),
         "seconds": round(elapsed, 1),
         "frames_per_second": round(frames / max(elapsed, 1e-9), 1),
         "size_on_disk_mb": round(size / 2**20, 2),

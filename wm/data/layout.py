@@ -44,6 +44,19 @@ def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
     return keys, spec
 
 
+def judges_success(env_id: str, image_size: int = 64) -> bool:
+    """Whether env `env_id` judges success (built-ins do; an adapted env only with an `is_success` hook): without a
+    test, a store's `success` column is all False and says nothing."""
+    from envs.registry import make_env
+
+    env = make_env(env_id, image_size)
+    try:
+        base = env.unwrapped
+        return callable(getattr(base, "is_success", None)) and bool(getattr(base, "has_success", True))
+    finally:
+        env.close()
+
+
 def goals_reached_in(success: np.ndarray) -> int:
     """Number of times an episode's `success (L,)` column switches on: goals reached (goals chain mid-episode)."""
     return int(np.sum(np.diff(np.asarray(success, dtype=np.int8), prepend=0) == 1))

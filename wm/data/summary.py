@@ -35,7 +35,10 @@ def summarize(path, check: bool = False) -> dict:
             for c in store.attrs.get("collections", [])
         ],
     }
-    if "success" in store.keys and store.num_episodes:
+    judged = [c["success_judged"] for c in store.attrs.get("collections", []) if "success_judged" in c]
+    if judged and not any(judged):
+        summary["success"] = "not judged: the env has no success test"
+    elif "success" in store.keys and store.num_episodes:
         success = store.read("success")
         ends = store.episode_ends
         summary["success_at_end"] = round(float(success[ends - 1].mean()), 3)
