@@ -44,6 +44,18 @@ MAX_PROPRIO_DIM = 256
 """Largest raw observation (numbers in all) used as the default proprio; bigger ones (images) give `(0,)`."""
 
 
+def as_numpy(value):
+    """`value` with every tensor-like leaf (torch: anything with `detach` and `cpu`, on any device) as a numpy
+    array; dicts, lists and tuples keep their shape. Suites that return torch tensors are read like numpy ones."""
+    if isinstance(value, dict):
+        return {k: as_numpy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(as_numpy(v) for v in value)
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 def _takes_no_arguments(fn: Callable) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
@@ -178,7 +190,7 @@ class GymImageAdapter(gym.Env):
     def get_state(self) -> np.ndarray:
         """The wrapped env's state (the hook's, or the simulator's `(nq + 2 nv + na,)` float64)."""
         if self._get_state_hook is not None:
-            return np.asarray(self._get_state_hook(self.env))
+            return np.asarray(as_numpy(self._get_state_hook(self.env)))
         return self._require_sim("get_state=(env -> state)").get_state()
 
     def set_state(self, state) -> None:
@@ -248,7 +260,7 @@ class GymImageAdapter(gym.Env):
 
     def render(self) -> np.ndarray:
         """The frame, centre-cropped to a square and resized: `(S, S, 3)` uint8."""
-        frame = np.asarray(self._renderer.render() if self._renderer is not None else self.env.render())
+        frame = np.asarray(as_numpy(self._renderer.render() if self._renderer is not None else self.env.render()))
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise WMError(f"{self._name}.render() gave {frame.dtype} {frame.shape}, not (H, W, 3) uint8")
         h, w = frame.shape[:2]
@@ -286,6 +298,7 @@ class GymImageAdapter(gym.Env):
         return get_obs() if callable(get_obs) and _takes_no_arguments(get_obs) else raw_obs
 
     def _proprio(self, raw_obs) -> np.ndarray:
+        raw_obs = as_numpy(raw_obs)
         if self._proprio_fn is not None:
             proprio = np.array(self._proprio_fn(self.env, raw_obs), dtype=np.float32)  # a copy: never share buffers
             if proprio.ndim != 1:

@@ -57,14 +57,22 @@ def load_factory(env_id: str) -> Callable[..., gym.Env]:
 
 
 def make_from_reference(env_id: str, image_size: int) -> gym.Env:
-    """Call the factory that `env_id` names (with `image_size=` where it takes one); it must return a gym.Env."""
+    """Call the factory that `env_id` names (with `image_size=` only where it names that parameter: a factory that
+    passes `**kwargs` on to `gym.make` would hand it to the env); it must return a gym.Env. A factory that fails is
+    a one-line error naming it and the arguments it was called with."""
     factory = load_factory(env_id)
     try:
-        params = inspect.signature(factory).parameters.values()
+        params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # builtins and some C callables have no signature: call them plainly
-        params = []
-    takes_size = any(p.name == "image_size" or p.kind is p.VAR_KEYWORD for p in params)
-    env = factory(image_size=image_size) if takes_size else factory()
+        params = {}
+    kwargs = {"image_size": image_size} if "image_size" in params else {}
+    try:
+        env = factory(**kwargs)
+    except WMError:
+        raise
+    except Exception as e:
+        called = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise WMError(f"the env factory {env_id}({called}) failed: {type(e).__name__}: {e}") from e
     if not isinstance(env, gym.Env):
         raise WMError(f"--env {env_id} returned {type(env).__name__}, not a gymnasium Env; return the env itself")
     return env

@@ -257,3 +257,64 @@ def test_an_env_without_an_episode_limit_is_said_and_steps_are_taken(tmp_path, c
 
         assert episode_limit("test_external_envs:unlimited_pendulum") is None
         assert episode_limit("test_external_envs:plain_pendulum") == 40
+
+
+def make_the_common_way(**kwargs) -> gym.Env:
+    """A factory written the common way: its keyword arguments go to `gym.make`."""
+    return gym.make("InvertedPendulum-v5", render_mode="rgb_array", max_episode_steps=20, **kwargs)
+
+
+def make_broken(image_size: int = 64) -> gym.Env:
+    raise ValueError("no such camera")
+
+
+def test_a_factory_gets_image_size_only_when_it_names_it_and_its_failures_are_named():
+    """Issue 28 item 1. Before: a `**kwargs` factory got `image_size=` and failed inside gym.make, reported as
+    `wm: internal error: TypeError: MujocoEnv.__init__() got an unexpected keyword argument 'image_size'`."""
+    env = make_env("test_external_envs:make_the_common_way", 32)
+    assert env.observation_space["rgb"].shape == (32, 32, 3)  # adapted to the size asked for
+    env.close()
+    with pytest.raises(WMError, match=r"the env factory test_external_envs:make_broken\(image_size=32\) failed: "
+                       r"ValueError: no such camera"):  # fmt: skip
+        make_env("test_external_envs:make_broken", 32)
+
+
+class TorchSuite(gym.Env):
+    """An env of a suite that speaks torch: observations, frames and states are tensors (these require grad)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    render_mode = "rgb_array"
+
+    def __init__(self):
+        import torch
+
+        self.torch, self.pos = torch, torch.zeros(3, requires_grad=True)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.pos * 1.0, {}
+
+    def step(self, action):
+        self.pos = self.pos + 0.1
+        return self.pos * 1.0, self.torch.tensor(0.5), self.torch.tensor(False), self.torch.tensor(False), {}
+
+    def render(self):
+        return self.torch.full((24, 24, 3), 7, dtype=self.torch.uint8)
+
+
+def torch_suite(image_size: int = 64):
+    return GymImageAdapter(TorchSuite(), image_size, get_state=lambda env: env.unwrapped.pos * 1.0,
+                           set_state=lambda env, s: None)  # fmt: skip
+
+
+def test_torch_tensors_from_a_suite_are_read_like_numpy():
+    """Issue 28 item 6. Before: tensors (here ones that require grad) reached numpy calls and failed."""
+    env = make_env("test_external_envs:torch_suite", 16)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+    assert isinstance(obs["proprio"], np.ndarray) and obs["proprio"].dtype == np.float32
+    np.testing.assert_allclose(obs["proprio"], [0.1, 0.1, 0.1], rtol=1e-6)
+    assert obs["rgb"].shape == (16, 16, 3) and obs["rgb"].dtype == np.uint8 and reward == 0.5
+    assert isinstance(info["state"], np.ndarray) and not terminated and not truncated
