@@ -318,3 +318,29 @@ def test_torch_tensors_from_a_suite_are_read_like_numpy():
     np.testing.assert_allclose(obs["proprio"], [0.1, 0.1, 0.1], rtol=1e-6)
     assert obs["rgb"].shape == (16, 16, 3) and obs["rgb"].dtype == np.uint8 and reward == 0.5
     assert isinstance(info["state"], np.ndarray) and not terminated and not truncated
+
+
+class Unseeded(TorchSuite):
+    """An env whose reset ignores its seed (it draws from a generator of its own)."""
+
+    def reset(self, *, seed=None, options=None):
+        self.pos = self.torch.rand(3)
+        return self.pos * 1.0, {}
+
+
+def unseeded(image_size: int = 64):
+    return GymImageAdapter(Unseeded(), image_size)
+
+
+def test_an_env_that_ignores_reset_seeds_is_said(tmp_path, caplog):
+    """Issue 28 item 10. Before: the engine relied on seeded resets without checking that an env honours them."""
+    import logging
+
+    from wm.data.layout import honours_reset_seeds
+
+    assert honours_reset_seeds("test_external_envs:torch_suite")
+    assert not honours_reset_seeds("test_external_envs:unseeded")
+    argv = ["collect", "--env", "test_external_envs:unseeded", "--episodes", "1", "--steps", "3", "--policy", "random"]
+    with caplog.at_level(logging.WARNING, "wm"):
+        assert main([*argv, "--workers", "1", "--out", str(tmp_path / "s")]) == 0
+    assert "ignores reset(seed=...)" in caplog.text

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wm.data.layout import goals_reached_in, judges_success, store_layout
+from wm.data.layout import goals_reached_in, honours_reset_seeds, judges_success, store_layout
 from wm.data.store import EpisodeStore
 from wm.errors import WMError
 
@@ -66,7 +66,7 @@ def open_or_create(out: Path, keys: dict, spec: dict, durable: bool = False) -> 
 def run_collect(cfg: CollectConfig) -> dict:
     """Collect `cfg.episodes` episodes into `cfg.out`; returns the summary that is also printed."""
     from envs.collector import check_policy, collect
-    from envs.registry import DEFAULT_EPISODE_STEPS, episode_limit
+    from envs.registry import DEFAULT_EPISODE_STEPS, episode_limit, is_builtin
 
     cfg.validate()
     limit = episode_limit(cfg.env)  # also rejects unknown env ids
@@ -77,6 +77,9 @@ def run_collect(cfg: CollectConfig) -> dict:
     check_policy(cfg.env, cfg.policy)
     keys, spec = store_layout(cfg.env, cfg.image_size, steps)
     judged = judges_success(cfg.env, cfg.image_size)
+    if not is_builtin(cfg.env) and not honours_reset_seeds(cfg.env, cfg.image_size):
+        log.warning("%s ignores reset(seed=...): two resets with one seed start differently, so --seed does not make "
+                    "this collection reproducible", cfg.env)  # fmt: skip
     out = Path(cfg.out)
     created = not out.exists()
     store = open_or_create(out, keys, spec, durable=cfg.durable)

@@ -16,7 +16,8 @@ def store_layout(env_id: str, image_size: int, steps: int) -> tuple[dict, dict]:
         proprio_dim = obs_space["proprio"].shape[0]
         action_dim = act_space.shape[0]
         base = env.unwrapped
-        state_dim = int(base.state_dim) if hasattr(base, "state_dim") else None
+        state_dim = getattr(base, "state_dim", None)  # None: an env without state hooks
+        state_dim = int(state_dim) if state_dim is not None else None
         control_dt = float(getattr(base, "control_dt", 0.0)) or None
     finally:
         env.close()
@@ -55,6 +56,22 @@ def judges_success(env_id: str, image_size: int = 64) -> bool:
         return callable(getattr(base, "is_success", None)) and bool(getattr(base, "has_success", True))
     finally:
         env.close()
+
+
+def honours_reset_seeds(env_id: str, image_size: int = 64, seed: int = 1234) -> bool:
+    """Whether two `reset(seed=seed)` of env `env_id` (another seed between them) start the same: what seeded
+    collections and their replays rely on."""
+    from envs.registry import make_env
+
+    env = make_env(env_id, image_size)
+    try:
+        first, info = env.reset(seed=seed)
+        env.reset(seed=seed + 1)
+        again, info_again = env.reset(seed=seed)
+    finally:
+        env.close()
+    same = np.array_equal(first["proprio"], again["proprio"]) and np.array_equal(first["rgb"], again["rgb"])
+    return same and np.array_equal(info.get("state", 0), info_again.get("state", 0))
 
 
 def goals_reached_in(success: np.ndarray) -> int:
