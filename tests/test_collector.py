@@ -36,3 +36,40 @@ def test_smooth_policy_is_correlated_in_time_and_travels_farther_than_random():
     random_corr, random_travel = spread("random")
     assert smooth_corr > 0.7 and abs(random_corr) < 0.3
     assert smooth_travel > 1.25 * random_travel  # 1.4x here: the maze corridors cut long runs short
+
+
+def test_a_killed_collect_keeps_the_provenance_of_every_committed_episode(tmp_path):
+    """Issue 28 item 20. Before: the provenance record was written in a `finally` that SIGKILL skips, so `wm bc` found
+    fewer expert episodes than the store held."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from wm.app.cli import main
+    from wm.data.collection import episodes_collected_with
+    from wm.data.store import EpisodeStore
+
+    out = tmp_path / "store"
+    argv = [sys.executable, "-m", "wm.app.cli", "collect", "--env", "wm/PointMaze-v0", "--episodes", "60", "--steps",
+            "30", "--workers", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "the collection ended before it was killed"
+        if (out / "zarr.json").exists():
+            with EpisodeStore.open(out) as store:
+                if store.num_episodes >= 3:
+                    break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with EpisodeStore.open(out) as store:
+        committed = store.num_episodes
+        assert np.array_equal(episodes_collected_with(store, "expert"), np.arange(committed))
+    assert main(["collect", "--env", "wm/PointMaze-v0", "--episodes", "2", "--steps", "30", "--workers", "1",
+                 "--policy", "random", "--out", str(out)]) == 0  # fmt: skip
+    with EpisodeStore.open(out) as store:  # the next run claims only its own episodes
+        assert np.array_equal(episodes_collected_with(store, "expert"), np.arange(committed))
+        assert np.array_equal(episodes_collected_with(store, "random"), np.arange(committed, committed + 2))

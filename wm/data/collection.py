@@ -84,8 +84,14 @@ def run_collect(cfg: CollectConfig) -> dict:
     created = not out.exists()
     store = open_or_create(out, keys, spec, durable=cfg.durable)
     first = store.num_episodes
+    settle_killed_record(store)
     started = time.time()
     written, goals_reached, frames = 0, 0, 0
+
+    def record(episodes: int) -> None:  # the provenance of this run, rewritten as it grows
+        store.record_collection({**asdict(cfg), "steps": steps, "first_episode": first, "episodes_written": episodes,
+                                 "success_judged": judged}, replace_last=episodes > 1)  # fmt: skip
+
     try:
         with tqdm(total=cfg.episodes * steps, unit="step", desc=f"collect {cfg.env}", smoothing=0.1) as bar:
             for episode in collect(
@@ -101,6 +107,7 @@ def run_collect(cfg: CollectConfig) -> dict:
             ):
                 if "state" not in keys:
                     episode.pop("state", None)
+                record(written + 1)  # before the commit: a kill in between can only over-count, never lose one
                 store.append_episode(episode)
                 written += 1
                 frames += len(episode["rgb"])
@@ -110,15 +117,7 @@ def run_collect(cfg: CollectConfig) -> dict:
             bar.update(bar.total - bar.n)  # episodes that ended early leave the bar short
     finally:
         if written:
-            store.record_collection(
-                {
-                    **asdict(cfg),
-                    "steps": steps,
-                    "first_episode": first,
-                    "episodes_written": written,
-                    "success_judged": judged,
-                }  # fmt: skip
-            )
+            record(written)  # exact again (an episode that failed to append is not counted)
         size = store.size_on_disk()
         store.close()
         if created and not written:  # a store we made and never filled is not worth leaving behind
@@ -139,10 +138,21 @@ def run_collect(cfg: CollectConfig) -> dict:
     return summary
 
 
+def settle_killed_record(store: EpisodeStore) -> None:
+    """A run killed between its provenance record and its commit counted one episode too many: count what was
+    committed, before another run appends (so no episode is claimed by two runs)."""
+    records = store.attrs.get("collections", [])
+    last = records[-1] if records else {}
+    if "first_episode" in last and last["first_episode"] + last["episodes_written"] > store.num_episodes:
+        store.record_collection({**last, "episodes_written": store.num_episodes - last["first_episode"]},
+                                replace_last=True)  # fmt: skip
+
+
 def episodes_collected_with(store: EpisodeStore, policy: str) -> np.ndarray:
-    """Indices of the store's episodes that `wm collect --policy <policy>` wrote (from its `collections` record)."""
+    """Indices of the store's episodes that `wm collect --policy <policy>` wrote (from its `collections` record; a
+    record of a killed run may count one episode that never committed: only committed episodes are returned)."""
     found = [
-        np.arange(c["first_episode"], c["first_episode"] + c["episodes_written"])
+        np.arange(c["first_episode"], min(c["first_episode"] + c["episodes_written"], store.num_episodes))
         for c in store.attrs.get("collections", [])
         if c.get("policy") == policy and "first_episode" in c
     ]

@@ -265,10 +265,11 @@ class EpisodeStore:
         self._ends = np.append(self._ends, end)
         return index
 
-    def record_collection(self, record: Mapping) -> None:
-        """Append a provenance record (who collected what, with which config) to the store's attributes."""
+    def record_collection(self, record: Mapping, replace_last: bool = False) -> None:
+        """Append a provenance record (who collected what, with which config) to the store's attributes, or replace
+        the last one (a record that grows with its run)."""
         self._require_writable()
-        add_collection(self._group, record)
+        add_collection(self._group, record, replace_last)
 
     def same_spec(self, spec: Mapping, keys: Mapping) -> bool:
         return self.spec == normalise(dict(spec)) and self.keys == normalise(dict(keys))

@@ -209,8 +209,9 @@ def write_episode(group: zarr.Group, arrays: Mapping[str, np.ndarray], start: in
     return end
 
 
-def add_collection(group: zarr.Group, record: Mapping) -> None:
-    """Append a provenance record to the group's `collections` attribute."""
-    collections = group.attrs.asdict().get("collections", []) + [normalise(dict(record))]
+def add_collection(group: zarr.Group, record: Mapping, replace_last: bool = False) -> None:
+    """Append a provenance record to the group's `collections` attribute (or replace its last one)."""
+    collections = group.attrs.asdict().get("collections", [])
+    collections = (collections[:-1] if replace_last and collections else collections) + [normalise(dict(record))]
     group.attrs.update({"collections": collections})
     sync(group)
