@@ -3,6 +3,7 @@ run resumes at its step count, the feature cache matches live encoding, and DDP 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,3 +240,20 @@ def test_checkpoints_carry_re_estimated_batchnorm_statistics(maze, tmp_path):
         model, _ = load_checkpoint(tmp_path / f"bn{batches}" / "model")
         tracked[batches] = int(model.encoder.projector[1].num_batches_tracked)  # BatchNorm calls counted
     assert tracked[3] * 5 == tracked[0] * 3  # the statistics of 3 batches after 5 steps, not those of the 5 steps
+
+
+def test_a_resumed_run_leaves_no_temporary_folders_and_logs_each_step_once(maze, tmp_path):
+    """Issue 28 item 21. Before: `.step_N.tmp-PID` folders a kill left were never cleaned, and the log got the rows
+    between the last checkpoint and the kill twice."""
+    out = tmp_path / "run"
+    settings = [*TINY_JEPA, "log_every=1", "ckpt_every=2", "keep=5"]
+    run_train(TrainRunConfig(str(maze), "jepa", str(out), steps=4, overrides=settings))
+    shutil.rmtree(out / "checkpoints" / "step_0000004")  # as if killed after logging steps 3 and 4
+    stale = out / "checkpoints" / ".step_0000004.tmp-999999999"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    run_train(TrainRunConfig(str(maze), "jepa", str(out), steps=4, overrides=settings))
+    assert not stale.exists()
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "grad_norm" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 4 and sum("summary" in r for r in rows) == 1

@@ -34,7 +34,13 @@ from tqdm import tqdm
 
 from wm.device import to_device
 from wm.errors import WMError
-from wm.models.checkpoint import latest_checkpoint, load_training_state, read_config, save_checkpoint
+from wm.models.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    read_config,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -164,7 +170,10 @@ class Trainer:
         return self.rank == 0
 
     def resume(self) -> bool:
-        """Load the latest training checkpoint in `out`, if there is one. Returns whether it did."""
+        """Load the latest training checkpoint in `out`, if there is one. Returns whether it did. What a killed run
+        left is tidied: temporary checkpoint folders, and log rows past the checkpoint (they are logged again)."""
+        for folder in (self.out, self.out / "checkpoints"):
+            remove_stale_temporaries(folder)
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
             return False
@@ -172,7 +181,20 @@ class Trainer:
             raise WMError(f"{self.out} holds a run with another {self.identity} config; pass a new --out or the same "
                           "settings")  # fmt: skip
         self.step = int(load_training_state(ckpt, self.model, self.optimizer)["step"])
+        if self.is_main:
+            self._cut_log(self.step)
         return True
+
+    def _cut_log(self, step: int) -> None:
+        """Drop the log rows of steps after `step` (and an earlier run's summary): the resumed run writes them."""
+        log_file = self.out / "train_log.jsonl"
+        if not log_file.is_file():
+            return
+        rows = [line for line in log_file.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("step", step + 1) <= step]
+        tmp = log_file.with_name(log_file.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(log_file)
 
     def _log(self, record: dict) -> None:
         if self.is_main:

@@ -107,6 +107,25 @@ def resolve_checkpoint(path, part: str = "model") -> Path:
     raise WMError(f"{path} is not a wm checkpoint (no config.json, no {part}/{why}); {expected}")
 
 
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove what a killed `save_checkpoint` left in `folder`: `.NAME.tmp-PID` and `.NAME.old-PID` directories of
+    processes no longer running. Returns what was removed."""
+    removed = []
+    for path in Path(folder).glob(".*.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not (kind.endswith((".tmp", ".old")) and pid.isdigit() and path.is_dir()):
+            continue
+        try:
+            os.kill(int(pid), 0)  # still running: its write may be in progress
+            if int(pid) != os.getpid():
+                continue
+        except (ProcessLookupError, PermissionError, OverflowError):
+            pass
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest complete training checkpoint under `out/checkpoints`, if any."""
     ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
