@@ -21,6 +21,28 @@ KEYS = {
 }
 
 
+def kill_once_committed(proc, store_path, episodes: int = 3, timeout_s: float = 120) -> None:
+    """SIGKILL the writer `proc` once the store at `store_path` holds `episodes` committed episodes, as a reader
+    counts them (a grown index slot is not yet an episode; a store being created may not be readable yet)."""
+    import signal
+    import time
+
+    from wm.errors import WMError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "the writer ended before it was killed"
+        try:
+            with EpisodeStore.open(store_path) as store:
+                if store.num_episodes >= episodes:
+                    break
+        except WMError:
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def make_episode(index: int, length: int) -> dict:
     """Synthetic episode whose every value encodes (episode index, row), so corruption is detectable."""
     rows = np.arange(length)

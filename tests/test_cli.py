@@ -1,15 +1,13 @@
 """The `wm` CLI end to end: collect, info, envs, and the one-line error paths (nothing on disk is lost)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
+from conftest import kill_once_committed
 
 from wm.app.cli import COMMANDS, build_parser, main
 from wm.data.store import EpisodeStore
@@ -204,17 +202,7 @@ def test_sigkill_during_collect_keeps_committed_episodes(tmp_path):
     out = tmp_path / "killed"
     args = ["collect", "--env", "wm/PointMaze-v0", "--episodes", "400", "--steps", "10", "--workers", "1"]
     proc = subprocess.Popen([*WM, *args, "--out", str(out)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:  # committed episodes, as a reader counts them (a grown index slot is not yet an episode)
-            with EpisodeStore.open(out) as store:
-                if store.num_episodes >= 3:
-                    break
-        except Exception:
-            pass
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_committed(proc, out)
     info = json.loads(wm("info", str(out), "--json", "--check").stdout)
     n = info["episodes"]
     assert 3 <= n < 400 and info["frames"] == 11 * n

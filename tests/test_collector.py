@@ -1,6 +1,7 @@
 """Collection: goal chaining keeps expert episodes moving, and columns stay consistent."""
 
 import numpy as np
+from conftest import kill_once_committed
 
 from envs.collector import collect, episode_seed
 
@@ -42,32 +43,18 @@ def test_a_killed_collect_keeps_the_provenance_of_every_committed_episode(tmp_pa
     """Issue 28 item 20. Before: the provenance record was written in a `finally` that SIGKILL skips, so `wm bc` found
     fewer expert episodes than the store held."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from wm.app.cli import main
     from wm.data.collection import episodes_collected_with
     from wm.data.store import EpisodeStore
-    from wm.errors import WMError
 
     out = tmp_path / "store"
     argv = [sys.executable, "-m", "wm.app.cli", "collect", "--env", "wm/PointMaze-v0", "--episodes", "60", "--steps",
             "30", "--workers", "1", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "the collection ended before it was killed"
-        try:  # the store may not be written whole yet
-            with EpisodeStore.open(out) as store:
-                if store.num_episodes >= 3:
-                    break
-        except WMError:
-            pass
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_once_committed(proc, out)
     with EpisodeStore.open(out) as store:
         committed = store.num_episodes
         assert np.array_equal(episodes_collected_with(store, "expert"), np.arange(committed))
