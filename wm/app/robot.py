@@ -15,8 +15,6 @@ out of `ps`); requests are signed with it, it never travels. `--curve-key DIR/se
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import signal
@@ -86,21 +84,11 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 
 def load_robot(spec: str, image_size: int):
-    """The robot `package.module:factory` returns (called with `image_size=` if it takes it); one-line errors."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise WMError(f"--robot takes package.module:factory, got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as e:
-        raise WMError(f"cannot load the robot factory {spec} ({type(e).__name__}: {e})") from None
+    """The robot `package.module:factory` returns (called with `image_size=` if it names it); one-line errors."""
+    from envs.entry_points import call_factory, load_factory
     from envs.robot.protocol import Robot
 
-    takes_size = "image_size" in inspect.signature(factory).parameters
-    try:
-        robot = factory(image_size=image_size) if takes_size else factory()
-    except Exception as e:
-        raise WMError(f"the robot factory {spec} failed: {type(e).__name__}: {e}") from None
+    robot = call_factory(load_factory(spec, "--robot", "robot"), spec, image_size, "robot")
     if not isinstance(robot, Robot):
         raise WMError(f"{spec} returned {type(robot).__name__}, which is not a robot (connect, disconnect, "
                       "observation_features, action_features, get_observation, send_action); wrap a LeRobot robot "
