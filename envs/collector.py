@@ -5,9 +5,10 @@ random one (the env's goal is updated, so the `goal`, `success` and `reward` col
 being pursued). Episodes are then motion from end to end instead of a short approach and a long idle tail.
 
 Policies: "expert" (the env's noisy scripted expert), "random" (independent uniform actions each step: the agent
-jitters around its start, DINO-WM's data) and "smooth" (random actions correlated in time, an AR(1) process with a
+jitters around its start, DINO-WM's data), "smooth" (random actions correlated in time, an AR(1) process with a
 time constant of about `SMOOTH_STEPS` steps: the agent travels, runs into walls and keeps pushing, which is the
-contact a world model must learn for planners not to imagine their way through walls).
+contact a world model must learn for planners not to imagine their way through walls), or a `package.module:factory`
+of your own (`envs.behaviour`: scripted, teleoperated or learned).
 
 Episode `i` is reset with its own seed and drives its own policy generator, both derived from
 `(seed, i)`, so the data does not depend on the number of workers and appending to a store continues the
@@ -25,11 +26,11 @@ from collections.abc import Callable, Iterator
 import gymnasium as gym
 import numpy as np
 
+from envs import behaviour
 from envs.experts import NoisyExpert, make_expert
 from envs.registry import is_builtin, make_env
 from wm.errors import WMError
 
-POLICIES = ("random", "smooth", "expert")
 SMOOTH_STEPS = 10  # time constant (env steps) of the "smooth" policy's AR(1) actions
 
 
@@ -39,9 +40,10 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def check_policy(env_id: str, policy: str) -> None:
-    """Raise WMError unless `policy` can drive `env_id` (experts exist only for the built-in envs)."""
-    if policy not in POLICIES:
-        raise WMError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+    """Raise WMError unless `policy` can drive `env_id` (experts exist only for the built-in envs; a reference must
+    name a callable)."""
+    if policy not in behaviour.BUILTIN:
+        behaviour.load_behaviour(policy)
     if policy == "expert" and not is_builtin(env_id):
         raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random")
 
@@ -52,6 +54,11 @@ def smooth_step(state: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarra
     rho = np.exp(-1.0 / SMOOTH_STEPS)
     noise = np.stack([r.normal(0.0, 0.8, state.shape[1]) for r in rngs])
     return rho * state + np.sqrt(1.0 - rho**2) * noise
+
+
+def _env_info(info: dict, k: int) -> dict:
+    """Env `k`'s entries of a vector env's `info` (without gymnasium's `_key` masks)."""
+    return {key: value[k] for key, value in info.items() if not key.startswith("_")}
 
 
 def _make_vector_env(env_id: str, num_envs: int, image_size: int, steps: int) -> gym.vector.VectorEnv:
@@ -79,6 +86,8 @@ def collect(
     local = make_env(env_id, image_size, steps).unwrapped  # geometry for the expert; never rendered
     if policy == "expert":
         expert = make_expert(env_id, local)
+    elif policy not in behaviour.BUILTIN:
+        factory = behaviour.load_behaviour(policy)
     has_goal = is_builtin(env_id)
     action_dim = local.action_space.shape[0]
     vec = _make_vector_env(env_id, workers, image_size, steps)
@@ -90,6 +99,8 @@ def collect(
             rngs = [np.random.default_rng([seed, i, 1]) for i in indices]
             if policy == "expert":
                 actors = [NoisyExpert(expert, rng) for rng in rngs]
+            elif policy not in behaviour.BUILTIN:
+                actors = [behaviour.start_episode(factory, policy, local.action_space, rng) for rng in rngs]
             obs, info = vec.reset(seed=seeds)
             frames = {"rgb": [obs["rgb"]], "proprio": [obs["proprio"]], "success": [info["success"]]}
             if "state" in info:
@@ -108,8 +119,12 @@ def collect(
                 elif policy == "smooth":
                     smooth = smooth_step(smooth, rngs)
                     act = np.clip(smooth, -1.0, 1.0).astype(np.float32)
-                else:
+                elif policy == "random":
                     act = np.stack([r.uniform(-1.0, 1.0, action_dim) for r in rngs]).astype(np.float32)
+                else:
+                    act = np.stack([behaviour.act(actor, policy, {"rgb": obs["rgb"][k], "proprio": obs["proprio"][k]},
+                                                  _env_info(info, k), local.action_space)
+                                    for k, actor in enumerate(actors)])  # fmt: skip
                 obs, reward, terminated, truncated, info = vec.step(act)
                 actions.append(act)
                 rewards.append(reward)

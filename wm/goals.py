@@ -33,9 +33,10 @@ def goal_store(trained_on: TrainedOn, data, scratch, episodes: int, goal_offset:
 
     `data` when given (`"source": "data"`); else the checkpoint's training store (`trained_on`) when it is on this
     machine (`"training store"`: its validation episodes are the held-out ones); else, as for a shipped checkpoint
-    on a fresh clone, `episodes` noisy-expert episodes of the checkpoint's env, image size and episode length,
-    collected now into the new store `scratch` (`"fresh"`), seeded from `seed` apart from any `wm collect` seed:
-    never trained on, so every one of them is held out."""
+    on a fresh clone, `episodes` episodes of the checkpoint's env, image size and episode length, collected now by
+    its noisy expert (built-in envs) or the goal-directed policy that collected the training store (`goal_policy`),
+    into the new store `scratch` (`"fresh"`), seeded from `seed` apart from any `wm collect` seed: never trained on,
+    so every one of them is held out."""
     named = trained_on.store
     if data is not None or trained_on.store_is_here:
         return {"store": str(data if data is not None else named), "source": "data" if data is not None else
@@ -44,7 +45,8 @@ def goal_store(trained_on: TrainedOn, data, scratch, episodes: int, goal_offset:
     from wm.data.collection import CollectConfig, run_collect
 
     env = trained_on.env
-    if not is_builtin(env["id"]):
+    policy = "expert" if is_builtin(env["id"]) else trained_on.goal_policy
+    if policy is None:
         raise WMError(f"the checkpoint's store {named} is not here and {env['id']} has no scripted expert to "
                       f"collect goals with; pass --data STORE of {env['id']}")  # fmt: skip
     if env["episode_steps"] <= goal_offset + min_start:
@@ -52,13 +54,14 @@ def goal_store(trained_on: TrainedOn, data, scratch, episodes: int, goal_offset:
                       f"steps ahead (+ {min_start}); lower --goal-offset")  # fmt: skip
     fresh_seed = int(np.random.SeedSequence([seed, FRESH_GOAL_STREAM]).generate_state(1)[0])
     frames = episodes * (env["episode_steps"] + 1)
-    log.warning("goals: the checkpoint's training store %s is not here; collecting %d fresh expert episodes (%d "
+    log.warning("goals: the checkpoint's training store %s is not here; collecting %d fresh %s episodes (%d "
                 "frames, about %d s at the ~%d frames/s of 2 CPU cores) into %s before planning (never trained on: all "
-                "held out; pass --data STORE to use a store you have)", named, episodes, frames,
+                "held out; pass --data STORE to use a store you have)", named, episodes, policy, frames,
                 max(1, frames // COLLECT_FRAMES_PER_S), COLLECT_FRAMES_PER_S, scratch)  # fmt: skip
-    run_collect(CollectConfig(env["id"], episodes, str(scratch), seed=fresh_seed, workers=min(2, os.cpu_count() or 1),
-                              steps=env["episode_steps"], image_size=env["image_size"]))  # fmt: skip
-    return {"store": str(scratch), "source": "fresh", "episodes": episodes, "policy": "expert", "seed": fresh_seed,
+    run_collect(CollectConfig(env["id"], episodes, str(scratch), policy=policy, seed=fresh_seed,
+                              workers=min(2, os.cpu_count() or 1), steps=env["episode_steps"],
+                              image_size=env["image_size"]))  # fmt: skip
+    return {"store": str(scratch), "source": "fresh", "episodes": episodes, "policy": policy, "seed": fresh_seed,
             "held_out": "all: collected for this run, never trained on", "missing_store": named}  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """`wm bc`: goal-conditioned behaviour cloning of a policy on a world model's latents, from expert episodes.
 
-The demonstrations are the store's expert episodes (`wm collect --policy expert`), minus the episodes the world
+The demonstrations are the store's goal-directed episodes (`wm collect --policy expert`, or a policy of your own:
+`--policy package.module:factory`; not `random` or `smooth`), minus the episodes the world
 model held out (they stay held out for evaluation); `--demos N` keeps N of them, the few-demonstration setting in
 which refinement pays off. A tenth of the expert episodes (at least one) is kept apart for the validation loss.
 Goals are hindsight goals 1..`goal_blocks` world-model blocks ahead on the demonstrated path (`policies.bc`);
@@ -66,16 +67,18 @@ def bc_configs(cfg: BCConfig, spec, trained_on):
 
 def demonstrations(cfg: BCConfig, trained_on) -> tuple[np.ndarray, np.ndarray]:
     """`(train, val)` expert episodes of `cfg.data` (`demo_split`), the world model's held-out episodes left out."""
+    from envs.behaviour import is_goal_directed
     from wm.data.collection import episodes_collected_with
     from wm.data.store import EpisodeStore
 
     with EpisodeStore.open(cfg.data) as store:
         trained_on.require_same_data(store)
-        expert = episodes_collected_with(store, "expert")
+        expert = episodes_collected_with(store, is_goal_directed)
         if trained_on.is_training_store(store.root):
             expert = np.setdiff1d(expert, trained_on.val_episodes)  # stay held out
     if len(expert) == 0:
-        raise WMError(f"{cfg.data} has no expert episodes to clone; collect some with `wm collect --policy expert`")
+        raise WMError(f"{cfg.data} has no goal-directed episodes to clone; collect some with `wm collect --policy "
+                      "expert` (built-in envs) or `--policy package.module:factory` (your own)")  # fmt: skip
     return demo_split(expert, cfg.demos, cfg.seed)
 
 

@@ -116,9 +116,9 @@ def collect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="store path (created, or appended to if it has the same spec)")
     p.add_argument(
         "--policy",
-        choices=("random", "smooth", "expert"),
         default="expert",
-        help="behaviour policy: noisy scripted expert, i.i.d. uniform random, or time-correlated random",
+        help="behaviour policy: expert (noisy scripted, built-in envs), random (i.i.d. uniform), smooth "
+        "(time-correlated random) or package.module:factory, your own (see envs/behaviour.py)",
     )
     p.add_argument("--seed", type=seed, default=0, help="base seed (episode i uses a seed derived from it)")
     p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="parallel envs")
@@ -191,15 +191,21 @@ def plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-source", default="dataset", choices=("dataset", "random"))
     add_goal_flags(p, episodes=50, command="plan")
     add_mpc_flags(p)
+    p.add_argument("--guide", help="policy checkpoint (`wm bc`) whose rollouts in the model join each plan's search")
+    p.add_argument("--guide-samples", type=positive_int, default=16, help="policy rollouts per plan (with --guide)")
 
 
 def bc(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="store with expert episodes (`wm collect --policy expert`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="store with goal-directed episodes (`wm collect --policy expert` or your own policy)",
+    )
     p.add_argument("--world-model", required=True, help="world model (checkpoint or `wm train --out` folder) to read")
     kinds = RegistryKeys("policies.registry", "CLONED")
     p.add_argument("--policy", required=True, choices=kinds, metavar="KIND", help="policy kind: %(choices)s")
     p.add_argument("--out", required=True, help="run directory (resumes from its latest checkpoint if present)")
-    p.add_argument("--demos", type=positive_int, default=None, help="keep only this many expert episodes")
+    p.add_argument("--demos", type=positive_int, default=None, help="keep only this many demonstrations")
     p.add_argument("--steps", type=positive_int, default=4000, help="optimisation steps")
     p.add_argument("--goal-blocks", type=positive_int, default=3, help="hindsight goals 1..K blocks ahead")
     p.add_argument("--seed", type=seed, default=0)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from wm.data.collection import goal_policy
 from wm.data.store import EpisodeStore
 from wm.data.training_set import fill_from_store, success_training_data, window_datasets
 from wm.data.windows import WindowConfig, normalization_stats, split_episodes
@@ -113,6 +114,7 @@ def run_train(cfg: TrainRunConfig) -> dict:
         visual_key = "features" if "features" in keys else "rgb"
         success_keys, wrap = success_training_data(store, model_cfg, visual_key)  # what a success head learns from
         keys += success_keys
+        directed = goal_policy(store)
     window = WindowConfig(model_cfg.num_hist, model_cfg.num_pred, model_cfg.frameskip)
     torch.manual_seed(train_cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
     model = FAMILIES[cfg.model].build(model_cfg.to_dict()) if init_model is None else init_model.train()
@@ -129,6 +131,7 @@ def run_train(cfg: TrainRunConfig) -> dict:
             "spec": spec,
             "train_episodes": train_eps.tolist(),
             "val_episodes": val_eps.tolist(),
+            "goal_policy": directed,  # what collects fresh goals where the store is not at hand
             "window": {"num_hist": window.num_hist, "num_pred": window.num_pred, "frameskip": window.frameskip},
             **asdict(split),
         },

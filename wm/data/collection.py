@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,12 +149,26 @@ def settle_killed_record(store: EpisodeStore) -> None:
                                 replace_last=True)  # fmt: skip
 
 
-def episodes_collected_with(store: EpisodeStore, policy: str) -> np.ndarray:
-    """Indices of the store's episodes that `wm collect --policy <policy>` wrote (from its `collections` record; a
-    record of a killed run may count one episode that never committed: only committed episodes are returned)."""
+def episodes_collected_with(store: EpisodeStore, policy: str | Callable[[str], bool]) -> np.ndarray:
+    """Indices of the store's episodes that `wm collect --policy <policy>` wrote (`policy` a name, or a test of
+    names such as `envs.behaviour.is_goal_directed`), from its `collections` record (a record of a killed run may
+    count one episode that never committed: only committed episodes are returned)."""
+    wanted = policy if callable(policy) else policy.__eq__
     found = [
         np.arange(c["first_episode"], min(c["first_episode"] + c["episodes_written"], store.num_episodes))
         for c in store.attrs.get("collections", [])
-        if c.get("policy") == policy and "first_episode" in c
+        if "first_episode" in c and wanted(c.get("policy"))
     ]
     return np.concatenate(found).astype(np.int64) if found else np.zeros(0, np.int64)
+
+
+def goal_policy(store: EpisodeStore) -> str | None:
+    """The goal-directed policy (`envs.behaviour.is_goal_directed`) that collected most of the store's episodes, or
+    None: what fresh goals for a model trained on it are collected with (`wm.goals.goal_store`)."""
+    from envs.behaviour import is_goal_directed
+
+    counts: dict[str, int] = {}
+    for c in store.attrs.get("collections", []):
+        if is_goal_directed(c.get("policy")) and "episodes_written" in c:
+            counts[c["policy"]] = counts.get(c["policy"], 0) + c["episodes_written"]
+    return max(counts, key=counts.get) if counts else None

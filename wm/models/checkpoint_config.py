@@ -23,11 +23,12 @@ class TrainedOn:
     spec: dict  # the store's spec (env, observation, action): equal specs mean the same kind of data
     train_episodes: tuple[int, ...] = ()
     val_episodes: tuple[int, ...] = ()  # held out: never trained on
+    goal_policy: str | None = None  # the goal-directed policy that collected it (`wm.data.collection.goal_policy`)
 
     @classmethod
     def from_config(cls, data: dict) -> TrainedOn:
         return cls(data.get("store", ""), data.get("spec", {}), tuple(data.get("train_episodes", ())),
-                   tuple(data.get("val_episodes", ())))  # fmt: skip
+                   tuple(data.get("val_episodes", ())), data.get("goal_policy"))  # fmt: skip
 
     @property
     def env(self) -> dict:
