@@ -2,9 +2,12 @@
 
 Shapes: B problems x S samples x H horizon x A action dims.
 - `cost_fn(actions (B, S, H, A)) -> costs (B, S)`: lower is better, evaluated on the planner's device.
-- `plan(cost_fn, batch_size, init=None) -> (B, H, A)`: the best sequence found per problem, inside `[low, high]`.
-  `init (B, H, A)` is a warm start (usually the previous solution after `shift`); it is always evaluated, so a plan
-  is never worse than its warm start.
+- `plan(cost_fn, batch_size, init=None, proposals=None) -> (B, H, A)`: the best sequence found per problem, inside
+  `[low, high]`. `init (B, H, A)` is a warm start (usually the previous solution after `shift`); it is always
+  evaluated, so a plan is never worse than its warm start. `proposals (B, P, H, A)` (population planners, `GUIDED`)
+  are sequences from elsewhere, e.g. a policy's (`planners.guide`): the search starts from proposal 0 (the warm
+  start becomes one more proposal), the proposals are scored once, beside the first population, and stay in every
+  iteration's population with those costs, so the search keeps them until it finds better.
 - After a plan, `last_costs (B,)` holds the returned sequences' costs and `last_cost_history (iterations, B)` the
   best cost so far after each iteration; both stay on the device (no host sync).
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -34,7 +37,8 @@ class Planner(Protocol):
     horizon: int
     action_dim: int
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:  # (B, H, A)
+    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None,
+             proposals: Tensor | None = None) -> Tensor:  # (B, H, A)  # fmt: skip
         ...
 
     def shift(self, solution: Tensor) -> Tensor:  # (B, H, A) -> (B, H, A)
@@ -51,6 +55,8 @@ class PlannerBase:
     high: Bound = 1.0
     device: str = "cpu"
     seed: int = 0
+
+    GUIDED: ClassVar[bool] = False  # whether `plan` takes proposals (the population planners)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.action_dim < 1:
@@ -97,15 +103,34 @@ class PlannerBase:
                           "it must map (B, S, H, A) actions to (B, S) costs")  # fmt: skip
         return costs.nan_to_num(nan=torch.inf, posinf=torch.inf)
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` warm-starts the search (see each planner)."""
+    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None,
+             proposals: Tensor | None = None) -> Tensor:  # fmt: skip
+        """(B, H, A) best sequences for B problems; `init (B, H, A)` warm-starts the search (see each planner),
+        `proposals (B, P, H, A)` guide it (see the module docstring)."""
         start = self.start(batch_size, init)  # (B, H, A)
+        extra, extra_costs = None, None
+        if proposals is not None:
+            if not self.GUIDED:
+                raise WMError(f"{type(self).__name__} takes no proposals; guide cem, icem or mppi")
+            extra = self.clip(proposals.detach().to(self.device, torch.float32))  # (B, P, H, A)
+            if extra.dim() != 4 or extra.shape[0] != batch_size or extra.shape[2:] != (self.horizon, self.action_dim):
+                raise WMError(f"proposals have shape {tuple(proposals.shape)}, expected (B, P, H, A) with B = "
+                              f"{batch_size}, H = {self.horizon}, A = {self.action_dim}")  # fmt: skip
+            if init is not None:
+                extra = torch.cat([extra, start[:, None]], dim=1)
+            start = extra[:, 0]
         search = self.begin(start, warm=init is not None)
         best, best_costs = start, torch.full((batch_size,), torch.inf, device=self.device)
         history = []
         for i in range(self.iterations):
             actions = self.propose(search, i)  # (B, S_i, H, A)
-            costs = self.evaluate(cost_fn, actions)  # (B, S_i)
+            if extra is not None and extra_costs is None:  # scored once, in the same cost_fn call
+                costs = self.evaluate(cost_fn, torch.cat([actions, extra], dim=1))
+                costs, extra_costs = costs[:, : actions.shape[1]], costs[:, actions.shape[1] :]
+            else:
+                costs = self.evaluate(cost_fn, actions)  # (B, S_i)
+            if extra is not None:
+                actions, costs = torch.cat([actions, extra], dim=1), torch.cat([costs, extra_costs], dim=1)
             best, best_costs = keep_best(best, best_costs, actions.detach(), costs.detach())
             self.update(search, i, actions, costs)
             history.append(best_costs)

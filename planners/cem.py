@@ -26,6 +26,7 @@ class CEM(PlannerBase):
     init_std: float = 1.0
     min_std: float = 1e-3
 
+    GUIDED: ClassVar[bool] = True
     BUDGET: ClassVar[dict[str, str]] = {"samples": "samples", "elites": "elites", "iterations": "iterations"}
 
     def __post_init__(self) -> None:

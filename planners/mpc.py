@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from planners.base import Planner
+from planners.guide import PolicyGuide
 from planners.objectives import Objective, goal_objective
 from planners.registry import planner_from_budget
 from wm.errors import WMError
@@ -81,8 +82,10 @@ def elites_for(samples: int) -> int:
     return max(1, samples // 10)
 
 
-def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu") -> MPCController:
-    """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`."""
+def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu",
+              guide: PolicyGuide | None = None) -> MPCController:  # fmt: skip
+    """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`; with `guide`,
+    a policy's rollouts join each plan's search (`planners.guide`)."""
     spec = model.spec
     action_dim = spec.action_dim if cfg.hold_in_block else spec.block_action_dim
     elites = cfg.elites if cfg.elites is not None else elites_for(cfg.samples)
@@ -92,7 +95,9 @@ def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "c
     objective = goal_objective(
         spec.visual_dim, mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
     )
-    return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16)
+    if guide is not None and not planner.GUIDED:
+        raise WMError(f"--guide needs a population planner (cem, icem or mppi), not {cfg.planner}")
+    return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16, guide)
 
 
 class MPCController:
@@ -116,8 +121,10 @@ class MPCController:
         hold_in_block: bool = False,
         device="cpu",
         bf16: bool = False,
+        guide: PolicyGuide | None = None,
     ):
         spec = model.spec
+        self.guide = guide
         self.hold_in_block = hold_in_block
         self.model, self.planner, self.objective = model, planner, objective
         self.frameskip, self.num_hist = spec.frameskip, spec.num_hist
@@ -206,7 +213,11 @@ class MPCController:
         fs*A)` (None for T = 1); returns the env actions of the first `replan_every` blocks `(B, k*fs, A)` and keeps
         the rest, shifted, as the next plan's warm start."""
         started = time.perf_counter()
-        plan = self.planner.plan(self.cost_fn(z_hist, past_actions), batch_size=z_hist.shape[0], init=self.warm)
+        proposals = None
+        if self.guide is not None:
+            proposals = self.guide.propose(z_hist, past_actions, self.z_goal, self.planner.horizon, self.hold_in_block)
+        plan = self.planner.plan(self.cost_fn(z_hist, past_actions), batch_size=z_hist.shape[0], init=self.warm,
+                                 proposals=proposals)  # fmt: skip
         with torch.no_grad(), self._autocast():
             self.last_plan_latents = self.model.rollout(z_hist, self.to_blocks(plan), past_actions=past_actions).float()
         self.latencies.append(time.perf_counter() - started)  # the rollout above syncs any device work

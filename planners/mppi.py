@@ -26,6 +26,7 @@ class MPPI(PlannerBase):
     temperature: float = 1.0
     noise_std: float = 0.3
 
+    GUIDED: ClassVar[bool] = True
     BUDGET: ClassVar[dict[str, str]] = {"samples": "samples", "iterations": "iterations"}
 
     def __post_init__(self) -> None:

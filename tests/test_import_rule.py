@@ -43,7 +43,7 @@ def test_envs_import_only_themselves_and_the_error_type():
 
 
 def test_planners_import_only_protocols_and_the_error_type():
-    ok = ("planners", "wm.errors", "wm.models.protocol", "envs.robot.protocol")
+    ok = ("planners", "wm.errors", "wm.models.protocol", "envs.robot.protocol", "policies.protocol")
     assert violations(files("planners"), lambda p, n: within(n, *ok)) == []
 
 
@@ -65,3 +65,19 @@ def test_no_app_module_imports_another_but_the_composers():
     ok = lambda p, n: p.name in composers or not within(n, "wm.app")  # noqa: E731
     assert violations(files("wm/app"), ok) == []
     assert violations(files("scripts"), lambda p, n: n == "wm.app.api" or not within(n, "wm.app")) == []
+
+
+def test_a_folder_named_like_an_engine_package_is_named_in_one_line(tmp_path):
+    """Issue 28 item 7: a user's `envs/` next to their script was imported instead of the engine's, and the engine
+    failed later with `No module named 'envs.registry'`."""
+    import subprocess
+    import sys
+
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "__init__.py").write_text("")
+    run = subprocess.run([sys.executable, "-c", "import wm"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert "shadows wm-engine's 'envs' package" in last and str(tmp_path / "envs") in last
+    clean = subprocess.run([sys.executable, "-c", "import wm"], cwd=tmp_path.parent, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr

@@ -51,7 +51,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict:
     out = require_empty_dir(cfg.out, "results")
     problems = held_out_problems(model.spec, wm_config.trained_on, cfg.env, episodes=cfg.episodes, budget=cfg.budget,
                                  goal_offset=cfg.goal_offset, seed=cfg.seed, data=cfg.data, scratch=out / "goal_store",
-                                 min_start=model.spec.history_steps, goal_velocity=cfg.goal_velocity,
+                                 goal_velocity=cfg.goal_velocity,
                                  what="policy evaluation")  # fmt: skip
     ev = evaluate_policy(policy, model, problems, problems.goals["store"], cfg.goal_offset, cfg.imagined, cfg.seed,
                          cfg.stochastic, cfg.videos)  # fmt: skip

@@ -128,8 +128,7 @@ def evaluate_both(cfg: RefineRunConfig, bc, refined, model, wm_config, out: Path
     budget, goal_offset = 50, 25
     problems = held_out_problems(model.spec, wm_config.trained_on, cfg.eval_env, episodes=cfg.eval_episodes,
                                  budget=budget, goal_offset=goal_offset, seed=cfg.seed, data=cfg.eval_data,
-                                 scratch=out / "eval" / "goal_store", min_start=model.spec.history_steps,
-                                 what="policy evaluation")  # fmt: skip
+                                 scratch=out / "eval" / "goal_store", what="policy evaluation")  # fmt: skip
     rates, zero = {}, None
     for name, policy in (("bc", bc), ("refined", refined)):
         ev = evaluate_policy(policy, model, problems, problems.goals["store"], goal_offset, imagined=True,

@@ -63,12 +63,14 @@ def _envs(env_id: str, spec: ModelSpec, count: int, budget: int, what: str) -> l
 
 
 def held_out_problems(spec: ModelSpec, trained_on: TrainedOn, env_id: str, *, episodes: int, budget: int,
-                      goal_offset: int, seed: int, data=None, scratch=None, min_start: int = 0,
-                      goal_velocity: str = "rest", what: str = "goal-reaching evaluation") -> Problems:  # fmt: skip
+                      goal_offset: int, seed: int, data=None, scratch=None, goal_velocity: str = "rest",
+                      what: str = "goal-reaching evaluation") -> Problems:  # fmt: skip
     """`episodes` problems from held-out episodes of `data` (else the training store, else fresh expert episodes
-    collected into `scratch`: `wm.goals.goal_store`), each start at least `min_start` steps into its episode (room
-    for a policy's history of real frames), drawn with `seed`."""
+    collected into `scratch`: `wm.goals.goal_store`), drawn with `seed`. Each start is at least a full model history
+    (`spec.history_steps`) into its episode, room for the real frames an imagined run starts from: the same store
+    and seed give the same pairs for every controller (MPC, a policy, guided MPC), so they compare."""
     trained_on.require_env(env_id)
+    min_start = spec.history_steps
     envs = _envs(env_id, spec, episodes, budget, what)
     solved = envs[0].is_success if getattr(envs[0], "has_success", True) else None
     goals = goal_store(trained_on, data, scratch, episodes, goal_offset, seed, min_start)
