@@ -248,6 +248,15 @@ class GymImageAdapter(gym.Env):
         raw_obs, reward, terminated, truncated, raw_info = self.env.step(self.wrapped_action(action))
         return self._obs(raw_obs), float(reward), bool(terminated), bool(truncated), self._info(raw_info)
 
+    def advance(self, action) -> None:
+        """One step of the wrapped env under `action (A,)` in [-1, 1], without observing or judging (and past its
+        wrappers: no time limit): what `wm.evaluation.oracle` runs candidates with."""
+        self.env.unwrapped.step(self.wrapped_action(np.asarray(action, dtype=np.float64).reshape(-1)))
+
+    def observe(self) -> dict:
+        """The observation `{"rgb", "proprio"}` of the current state (as after `set_state`)."""
+        return self._obs(self._raw_obs_after_set_state(None))
+
     def wrapped_action(self, action: np.ndarray) -> np.ndarray:
         """`action (A,)` in [-1, 1] -> the wrapped Box: `low * (1 - t) + high * t` with `t = (a + 1) / 2`."""
         action = np.clip(action, -1.0, 1.0)

@@ -70,3 +70,29 @@ def test_mpc_on_the_pose_oracle_reaches_pusht_goals_zero_actions_do_not():
     out = run_controller(Problems("wm/PushT-v0", envs, [pair], {}, 30), controller, videos=0)
     assert out.success[0] and out.distance[0] < 0.08
     assert not env.is_success(start, goal)
+
+
+def test_pooled_pixels_in_the_oracle_on_an_adapted_env_are_its_own_futures():
+    """The third representation of the oracle (nothing visual learned) on a `module:factory` env: the adapter's
+    `advance`/`observe` let the simulator serve as the world model."""
+    from envs.reacher import make_reacher
+    from wm.evaluation.oracle import PooledPixels
+
+    model, _ = load_checkpoint(ROOT / "checkpoints" / "jepa-pointmaze")  # its proprio embedding: any model's will do
+    model.proprio_proj = torch.nn.Linear(6, model.proprio_proj.out_features)  # Reacher has 6 proprio dims
+    model.proprio_mean, model.proprio_std = torch.zeros(6), torch.ones(6)
+    pixels = PooledPixels(model, side=8)
+    live, sim, ref = make_reacher(), make_reacher(), make_reacher()
+    live.reset(seed=1)
+    sim.reset(seed=2)
+    ref.reset(seed=3)
+    oracle = SimulatorWorldModel(pixels, [live], sim)
+    actions = torch.rand(1, 2, 2, 10, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = oracle.rollout(None, actions)
+    assert z.shape == (1, 2, 2, 64, 3 + model.spec.latent_dim - model.spec.visual_dim)
+    ref.set_state(live.get_state())
+    for a in actions[0, 1].reshape(10, 2).numpy():
+        obs = ref.step(a)[0]
+    expected = pixels.encode({k: torch.as_tensor(obs[k])[None, None] for k in ("rgb", "proprio")})[0, 0]
+    torch.testing.assert_close(z[0, 1, 1], expected)
+    assert float(z[..., :3].min()) >= -1 and float(z[..., :3].max()) <= 1

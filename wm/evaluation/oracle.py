@@ -91,6 +91,34 @@ class SimulatorWorldModel:
         return z[:, 0] if single else z
 
 
+class PooledPixels(torch.nn.Module):
+    """A representation with nothing visual learned, for the oracle: each frame average-pooled to `side` x `side`
+    pixels, each pooled pixel a token of its 3 colours in [-1, 1], beside `model`'s proprio embedding (as its own
+    latents carry it). Meets what `SimulatorWorldModel` and the MPC need of a model (`spec`, `encode`); the objective
+    is then the squared colour difference to the goal image at that resolution."""
+
+    def __init__(self, model, side: int = 16):
+        from dataclasses import replace
+
+        super().__init__()
+        self.model, self.side = model, side
+        spec = model.spec
+        self.spec = replace(spec, tokens=side * side, visual_dim=3, latent_dim=3 + spec.latent_dim - spec.visual_dim)
+        self.can_decode = False
+
+    def encode(self, obs: dict) -> torch.Tensor:
+        """`{"rgb": (B, T, H, W, 3) uint8, "proprio": (B, T, P)}` -> `(B, T, side^2, 3 + Dp)`."""
+        rgb = obs["rgb"]
+        b, t = rgb.shape[:2]
+        images = rgb.reshape(b * t, *rgb.shape[2:]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images, self.side).flatten(2).transpose(1, 2)
+        visual = pooled.reshape(b, t, self.side * self.side, 3)
+        if self.spec.proprio_dim == 0:
+            return visual
+        proprio = self.model.embed_proprio(obs["proprio"])[:, :, :1]  # (B, T, 1, Dp)
+        return torch.cat([visual, proprio.expand(-1, -1, self.side * self.side, -1)], dim=-1)
+
+
 class FeatureGoalController:
     """An MPC controller on a `features` oracle, steered toward ground-truth goal features `goals (B, F)` (the
     goal latent the controller would otherwise encode from the goal image): a `Controller` (`envs.controller`)."""
