@@ -15,10 +15,12 @@ import os
 os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per process; parallelism is per env
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
+from envs.mujoco_import import load_mujoco
 from wm.errors import WMError
+
+mujoco = load_mujoco()
 
 
 class MujocoImageEnv(gym.Env):

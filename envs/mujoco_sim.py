@@ -17,10 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
+from envs.mujoco_import import load_mujoco
 from wm.errors import WMError
+
+mujoco = load_mujoco()
 
 SIM_ATTRIBUTES = ("sim", "env", "physics", "_env", "simulator", "_sim")
 """Attributes of `env.unwrapped` searched for a `.model`/`.data` simulator when `unwrapped` is not one itself."""

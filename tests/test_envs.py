@@ -127,3 +127,16 @@ def test_wall_door_is_the_only_way_across():
         env.step(np.array([1.0, 0.0], np.float32))
     assert env.get_state()[0] <= 0.0  # the agent's x: still in the left room (the wall is at x = 0)
     env.close()
+
+
+def test_a_broken_mujoco_install_is_one_line_with_the_repair(monkeypatch):
+    """Issue 28 item 13: a suite pinning another mujoco left `mujoco-core` at another version and `import mujoco`
+    failed in a shared-library load, an internal error with a traceback."""
+    import sys
+
+    from envs.mujoco_import import load_mujoco
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # what a failing `import mujoco` raises: ImportError
+    with pytest.raises(WMError, match=r"mujoco does not import .*repair: pip uninstall -y mujoco mujoco-core") as e:
+        load_mujoco()
+    assert "\n" not in str(e.value)

@@ -103,17 +103,17 @@ def _png(frame: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_lerobot_v21(root, episodes, cameras: dict, dtype: str, fps: int = 10) -> None:
+def write_lerobot_v21(root, episodes, cameras: dict, dtype: str, fps: int = 10, state="observation.state") -> None:
     """A LeRobot v2.1 dataset: per-episode parquet (and mp4 per camera for `dtype` "video"); `cameras` maps each
-    camera key to the `(L, H, W, 3)` frames of every episode. Each episode's last action is kept non-zero, as real
-    recordings have it."""
+    camera key to the `(L, H, W, 3)` frames of every episode; `state` names the state feature (None: none). Each
+    episode's last action is kept non-zero, as real recordings have it."""
     size = next(iter(cameras.values()))[0].shape[1]
     for i, ep in enumerate(episodes):
         length = len(ep["rgb"])
         action = ep["action"].copy()
         action[-1] = 0.5
         columns = {
-            "observation.state": pa.array(ep["proprio"].tolist(), pa.list_(pa.float32())),
+            **({state: pa.array(ep["proprio"].tolist(), pa.list_(pa.float32()))} if state else {}),
             "action": pa.array(action.tolist(), pa.list_(pa.float32())),
             "timestamp": pa.array(np.arange(length, dtype=np.float32) / fps),
             "frame_index": pa.array(np.arange(length)),
@@ -132,7 +132,7 @@ def write_lerobot_v21(root, episodes, cameras: dict, dtype: str, fps: int = 10) 
     vector = {"dtype": "float32", "names": None}
     features = {
         **{k: {"dtype": dtype, "shape": [size, size, 3], "names": ["height", "width", "channel"]} for k in cameras},
-        "observation.state": {**vector, "shape": [4]},
+        **({state: {**vector, "shape": [4]}} if state else {}),
         "action": {**vector, "shape": [2], "names": ["x", "y"]},
         **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index")},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -187,6 +187,23 @@ def test_lerobot_v21_video_and_image_features(episodes, tmp_path, capsys):
     assert main(["import", "lerobot", str(images), "--out", str(tmp_path / "c")]) == 2
     assert "has 13 rows of episode 0, expected 14" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "c").exists()  # the store it had begun is removed: nothing was imported
+
+
+def test_lerobot_bookkeeping_columns_are_never_a_state(episodes, tmp_path, capsys):
+    """Issue 28 item 14: `timestamp` (float32, shape (1,)) was a state candidate: a state named otherwise gave
+    `several state feature candidates ['observation.joints', 'timestamp']`, a dataset without one an internal
+    KeyError."""
+    top = [_doubled(e["rgb"]) for e in episodes]
+    named = tmp_path / "joints"
+    write_lerobot_v21(named, episodes, {"observation.image": top}, "image", state="observation.joints")
+    assert main(["import", "lerobot", str(named), "--out", str(tmp_path / "a"), "--image-size", "32"]) == 0
+    assert_same_episodes(imported(tmp_path / "a"), episodes)
+    stateless = tmp_path / "stateless"
+    write_lerobot_v21(stateless, episodes, {"observation.image": top}, "image", state=None)
+    capsys.readouterr()
+    assert main(["import", "lerobot", str(stateless), "--out", str(tmp_path / "b")]) == 2
+    assert "no state feature found" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "b").exists()
 
 
 def write_minari(dataset_id: str, episodes, observations) -> None:

@@ -44,6 +44,10 @@ class _Episode:
     video_from: float
 
 
+BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+"""Columns LeRobot adds to every dataset: never a state or an action (`timestamp` is float32 of shape (1,))."""
+
+
 def _read_info(root: Path) -> dict:
     path = root / INFO
     if not path.is_file():
@@ -140,7 +144,8 @@ def open_lerobot(src: str, opts: ImportOptions) -> Source:
     features = info["features"]
     shapes = {k: tuple(f.get("shape") or ()) for k, f in features.items()}
     images = {k: s for k, s in shapes.items() if features[k].get("dtype") in ("video", "image") and is_image_shape(s)}
-    vectors = {k: s for k, s in shapes.items() if features[k].get("dtype") in ("float32", "float64") and len(s) == 1}
+    vectors = {k: s for k, s in shapes.items() if features[k].get("dtype") in ("float32", "float64") and len(s) == 1
+               and k not in BOOKKEEPING}  # fmt: skip
     rgb = pick_key("image feature", images, opts.rgb_key, (), "--camera")
     action = pick_key("action feature", vectors, opts.action_key, ("action",), "--action-key")
     vectors.pop(action)
