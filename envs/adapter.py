@@ -3,11 +3,13 @@
 Observations are `{"rgb": (S, S, 3) uint8, "proprio": (P,) float32}` with `S = image_size`:
 - rgb: the wrapped env's `render()` frame, centre-cropped to a square (the shorter side is kept) and resized
   with Pillow's bilinear filter, which widens with the scale factor when shrinking (antialiased, area-like).
-  For a MuJoCo env (`envs.mujoco_sim.find_simulator`), `render_size`, `camera` or `shadows` make the adapter draw
-  the frames itself at `render_size` px (default `image_size`), from `camera` (a camera of the model by name or
-  id, or a free camera as gymnasium's `default_camera_config` dict; default: the env's own), with shadows only if
-  `shadows`; gymnasium draws 480 px frames with shadows, ~40 ms each on the CPU vs ~1 ms at 64 px
-  without (`scripts/bench_external_env.py --render-only`).
+  For a MuJoCo env (`envs.mujoco_sim.find_simulator`), `render_size`, `camera`, `shadows`, `antialias` or
+  `reflections` make the adapter draw the frames itself at `render_size` px (default `image_size`), from `camera`
+  (a camera of the model by name or id, or a free camera as gymnasium's `default_camera_config` dict; default: the
+  env's own), with shadows only if `shadows`, and multisample anti-aliasing and reflections only if asked (by
+  default only above `envs.mujoco_sim.SMALL_FRAME` px); gymnasium draws 480 px frames with shadows, ~40 ms each on
+  the CPU vs ~1 ms at 64 px without (`scripts/bench_external_env.py --render-only`), and an arm suite's 64 px frame
+  cost 27 ms with anti-aliasing and reflections, 6.4 ms without.
 - proprio: `proprio_fn(env, raw_obs)` when given (it may read the live simulator through `env`); else the
   flattened raw observation when it is a Box or a Dict of Boxes with at most `MAX_PROPRIO_DIM` numbers in all;
   else an empty `(0,)` vector.
@@ -81,7 +83,7 @@ class GymImageAdapter(gym.Env):
       `get_state(env) -> state`, `set_state(env, state)`;
       `is_success(state, goal) -> bool` and `goal_distance(state, goal) -> float` (need states; goal may be None).
     `proprio_velocity_dims`: the proprio entries that are velocities (zeroed in goals "at rest", as the built-ins').
-    `render_size` / `camera` / `shadows`: see the module docstring (MuJoCo envs only).
+    `render_size` / `camera` / `shadows` / `antialias` / `reflections`: see the module docstring (MuJoCo envs).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -100,6 +102,8 @@ class GymImageAdapter(gym.Env):
         render_size: int | None = None,
         camera: str | int | dict | None = None,
         shadows: bool | None = None,
+        antialias: bool | None = None,
+        reflections: bool | None = None,
         env_kwargs: dict | None = None,
     ):
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
@@ -123,7 +127,7 @@ class GymImageAdapter(gym.Env):
             raise WMError("is_success/goal_distance(state, goal) need states; pass get_state=(env -> state) too")
         self.proprio_velocity_dims = tuple(proprio_velocity_dims)
         self._goal: Any = None
-        self._renderer = self._own_renderer(render_size, camera, shadows)
+        self._renderer = self._own_renderer(render_size, camera, shadows, antialias, reflections)
 
         self._low = space.low.reshape(-1).astype(np.float64)
         self._high = space.high.reshape(-1).astype(np.float64)
@@ -147,13 +151,15 @@ class GymImageAdapter(gym.Env):
         fps = self.env.metadata.get("render_fps")
         self.metadata = {**self.metadata, **({"render_fps": fps} if fps else {})}
 
-    def _own_renderer(self, size: int | None, camera, shadows: bool | None) -> SimRenderer | None:
+    def _own_renderer(self, size: int | None, camera, shadows: bool | None, antialias: bool | None,
+                      reflections: bool | None) -> SimRenderer | None:  # fmt: skip
         """The adapter's own MuJoCo renderer when any render option is set (None: the env's `render()`)."""
-        if size is None and camera is None and shadows is None:
+        if all(option is None for option in (size, camera, shadows, antialias, reflections)):
             return None
         if self._sim is None:
-            raise WMError(f"render_size/camera/shadows need a MuJoCo env; {self._name} has no simulator, drop them")
-        return SimRenderer(self._sim, size or self.image_size, camera, bool(shadows))
+            raise WMError(f"render_size/camera/shadows/antialias/reflections need a MuJoCo env; {self._name} has no "
+                          "simulator, drop them")  # fmt: skip
+        return SimRenderer(self._sim, size or self.image_size, camera, bool(shadows), antialias, reflections)
 
     # ----------------------------------------------------------------------------------------- state
     @property

@@ -5,7 +5,7 @@ the live simulator: proprio `(6,)` = `[cos q0, sin q0, cos q1, sin q1, dq0, dq1]
 velocity dims 4 and 5); states are the adapter's MuJoCo default, `[qpos (4: 2 joints, target x/y), qvel (4),
 qacc_warmstart (4)]`. A goal is a state; success is the fingertip within `SUCCESS_RADIUS` of the goal state's
 fingertip (the red target is scenery: it stays where the episode put it). Frames are drawn top-down over the
-arm's reach (0.21 m) at `image_size` px without shadows.
+arm's reach (0.21 m) at `image_size` px without shadows, anti-aliased.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def make_reacher(image_size: int = 64) -> GymImageAdapter:
         goal_distance=fingertip_distance,
         proprio_velocity_dims=(4, 5),
         render_size=image_size,
+        antialias=True,  # the links are ~2 px wide at 64 px: anti-aliased, they stay visible in every pose
     )
 
 
