@@ -257,3 +257,24 @@ def test_a_resumed_run_leaves_no_temporary_folders_and_logs_each_step_once(maze,
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "grad_norm" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 4 and sum("summary" in r for r in rows) == 1
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_unbroken_one(maze, tmp_path):
+    """Issue 28 item 19. Before: after a kill, the losses matched up to the last checkpoint and differed from the
+    first step after it (the resumed data loader drew its seed from the restored random stream)."""
+    from safetensors.torch import load_file
+
+    settings = [*TINY_JEPA, "log_every=1", "ckpt_every=3", "val_every=3", "keep=5"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    for out in (unbroken, broken):
+        run_train(TrainRunConfig(str(maze), "jepa", str(out), steps=6, overrides=settings))
+    shutil.rmtree(broken / "checkpoints" / "step_0000006")  # as if killed between steps 3 and 6
+    shutil.rmtree(broken / "model")
+    run_train(TrainRunConfig(str(maze), "jepa", str(broken), steps=6, overrides=settings))
+    losses = [
+        [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines() if "grad_norm" in line]
+        for out in (unbroken, broken)
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+    a, b = (load_file(out / "model" / "model.safetensors") for out in (unbroken, broken))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -213,10 +213,14 @@ class Trainer:
             save_checkpoint(self.out / self.final, self.model, config)
 
     def _loader(self, ds: Dataset, steps: int, start: int, seed: int) -> DataLoader:
+        """Batches of steps `[start, steps)`. The loader has its own generator: an iterator started without one
+        draws its workers' base seed from the global random stream, so a resumed run (whose loader starts after
+        the stream was restored) would have drawn the model's random numbers (SIGReg's projections) off by one."""
         sampler = StepSampler(len(ds), self.cfg.batch_size, steps, seed, start, self.rank, self.world)
         collate = batched if hasattr(ds, "__getitems__") else None
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
-                          drop_last=True, collate_fn=collate)  # fmt: skip
+                          drop_last=True, collate_fn=collate,
+                          generator=torch.Generator().manual_seed(seed * 1_000_003 + start))  # fmt: skip
 
     @torch.no_grad()
     def recalibrate_batchnorm(self) -> None:
