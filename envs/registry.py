@@ -7,6 +7,7 @@ An env that already meets the contract (`meets_contract`) is used as it is; any 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import gymnasium as gym
@@ -15,6 +16,8 @@ import numpy as np
 import envs
 from envs.entry_points import is_reference, make_from_reference, registered
 from wm.errors import WMError
+
+log = logging.getLogger("wm.envs")
 
 DEFAULT_EPISODE_STEPS = 1000
 """Episode length of an env that has no TimeLimit of its own."""
@@ -135,6 +138,14 @@ def require_state_hooks(env: gym.Env, env_id: str, what: str) -> None:
             f"{what} needs an env with state hooks; {env_id!r} has none: return it from a factory as "
             "GymImageAdapter(env, get_state=..., set_state=...) or give it get_state()/set_state()"
         )
+    from envs.mujoco_sim import restore_drift
+
+    env.reset(seed=0)
+    drift = restore_drift(env, np.zeros(env.action_space.shape, env.action_space.dtype))
+    if drift > 1e-6:
+        log.warning("%s: 2 steps from a restored state end %.3g away from the same steps taken live: its state "
+                    "misses something the dynamics read (a mocap target, a controller's memory), so episodes started "
+                    "from stored states drift; pass get_state/set_state hooks that hold it", env_id, drift)  # fmt: skip
 
 
 def list_builtin() -> list[dict]:

@@ -362,3 +362,24 @@ def test_small_frames_are_drawn_without_antialiasing_and_reflections_unless_aske
     assert asked._sim.model.vis.quality.offsamples > 0 and asked._renderer.renderer.scene.flags[reflection]
     for env in (small, large, asked):
         env.close()
+
+
+def test_a_state_that_misses_what_the_dynamics_read_is_named_once_evaluation_starts(caplog):
+    """Issue 28 item 8: restoring a state is checked by stepping twice from it, live and restored."""
+    from envs.registry import require_state_hooks
+
+    def positions_only(env, state):
+        env.unwrapped.set_state(state, np.zeros(env.unwrapped.model.nv))  # forgets the velocities
+
+    leaky = GymImageAdapter("Reacher-v5", 32, render_size=32, get_state=lambda env: env.unwrapped.data.qpos.copy(),
+                            set_state=positions_only)  # fmt: skip
+    with caplog.at_level("WARNING", logger="wm.envs"):
+        require_state_hooks(leaky, "leaky", "a test")
+    assert "misses something the dynamics read" in caplog.text
+    caplog.clear()
+    exact = GymImageAdapter("Reacher-v5", 32, render_size=32)  # the adapter's own MuJoCo state hooks
+    with caplog.at_level("WARNING", logger="wm.envs"):
+        require_state_hooks(exact, "exact", "a test")
+    assert caplog.text == ""
+    for env in (leaky, exact):
+        env.close()
