@@ -214,7 +214,7 @@ MOCAP_ARM = """
 <mujoco>
   <option timestep="0.01"/>
   <worldbody>
-    <body name="target" mocap="true" pos="0.1 0 0.2"><geom type="sphere" size="0.01" contype="0" conaffinity="0"/></body>
+    <body name="target" mocap="true" pos="0.1 0 0.2"><geom size="0.01" contype="0" conaffinity="0"/></body>
     <body name="hand" pos="0 0 0.2"><freejoint/><geom type="box" size="0.02 0.02 0.02" mass="0.1"/></body>
   </worldbody>
   <equality><weld body1="target" body2="hand" solref="0.02 1"/></equality>
