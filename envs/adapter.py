@@ -19,9 +19,12 @@ wrapped bounds (-1 -> low, +1 -> high); a dimension with an infinite bound gets 
 
 State hooks mirror the built-ins (`envs.base`). Without user hooks, an env with a MuJoCo simulator (on
 `env.unwrapped`, or an attribute of it such as `.sim` in wrapper-style envs) gets `envs.mujoco_sim` states,
-`[qpos, qvel, act, qacc_warmstart]` float64. After `reset(options={"state": s})` the raw observation is refreshed
-with the env's `_get_obs()` where it has one taking no arguments; otherwise a `proprio_fn` should read the restored
-env, as the raw observation is then the one of the plain reset.
+`[qpos, qvel, act, qacc_warmstart]` float64. A restored state (`reset(options={"state": s})`, `observe_state`,
+`observe`) has no raw observation of its own: `refresh_obs` says where it comes from, "get_obs" (the default: the
+env's `_get_obs()`, where it has one taking no arguments, as gymnasium's MuJoCo envs do; else none), "none" (no
+raw observation: `proprio_fn` must read the restored env, as the raw observation of a plain reset would be stale) or
+a callable `refresh_obs(env) -> raw_obs`. Hooks only ever see a reset env: `proprio_fn` is probed for P on the
+observation of one reset at construction, never on a sample of the observation space.
 Success needs an `is_success(state, goal)` hook (`has_success`; without it `info["success"]` is always False and
 evaluations say success was not judged). It is called after every reset and step with `goal=None` when the
 episode has no goal (a plain reset): return False then. `goal_distance(state, goal) -> float` (optional) is
@@ -79,11 +82,12 @@ class GymImageAdapter(gym.Env):
     """Wraps `env` (an env, or an id made with `render_mode="rgb_array"`) to give the engine's contract.
 
     Hooks (all optional) receive the wrapped env as given or made, wrappers included:
-      `proprio_fn(env, raw_obs) -> (P,)`, probed once on the wrapped `observation_space.sample()` to learn P;
+      `proprio_fn(env, raw_obs) -> (P,)`, probed once on the observation of a reset at construction to learn P;
       `get_state(env) -> state`, `set_state(env, state)`;
       `is_success(state, goal) -> bool` and `goal_distance(state, goal) -> float` (need states; goal may be None).
     `proprio_velocity_dims`: the proprio entries that are velocities (zeroed in goals "at rest", as the built-ins').
     `render_size` / `camera` / `shadows` / `antialias` / `reflections`: see the module docstring (MuJoCo envs).
+    `refresh_obs`: the raw observation of a restored state (see the module docstring).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -104,6 +108,7 @@ class GymImageAdapter(gym.Env):
         shadows: bool | None = None,
         antialias: bool | None = None,
         reflections: bool | None = None,
+        refresh_obs: str | Callable[[gym.Env], Any] = "get_obs",
         env_kwargs: dict | None = None,
     ):
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
@@ -134,9 +139,15 @@ class GymImageAdapter(gym.Env):
         self._scaled = np.isfinite(self._low) & np.isfinite(self._high)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self._low.size,), np.float32)
 
+        if not callable(refresh_obs) and refresh_obs not in ("get_obs", "none"):
+            raise WMError(f"refresh_obs must be 'get_obs', 'none' or a callable(env) -> raw obs, got {refresh_obs!r}")
+        if refresh_obs == "none" and proprio_fn is None and _is_low_dim(self.env.observation_space):
+            raise WMError("refresh_obs='none' leaves a restored state without a raw observation to read proprio from; "
+                          "pass proprio_fn=(env, raw_obs -> (P,)) that reads the restored env")  # fmt: skip
+        self._refresh_obs = refresh_obs
         obs_space = self.env.observation_space
-        if proprio_fn is not None:
-            proprio_dim = self._proprio(obs_space.sample()).size
+        if proprio_fn is not None:  # probed on a reset env, as every later call sees it
+            proprio_dim = self._proprio(self.env.reset()[0]).size
         elif _is_low_dim(obs_space):
             proprio_dim = gym.spaces.flatdim(obs_space)
         else:
@@ -307,10 +318,15 @@ class GymImageAdapter(gym.Env):
         return self._sim
 
     def _raw_obs_after_set_state(self, raw_obs):
-        """The raw observation of a restored state: the env's `_get_obs()` where it has one that takes no arguments
-        (gymnasium-robotics' mazes need the point's observation passed in), else `raw_obs`."""
+        """The raw observation of a restored state, as `refresh_obs` says: `refresh_obs(env)`; for "get_obs" the
+        env's `_get_obs()` where it has one that takes no arguments (gymnasium-robotics' mazes need the point's
+        observation passed in), else `raw_obs`; for "none" `raw_obs`."""
+        if callable(self._refresh_obs):
+            return self._refresh_obs(self.env)
         get_obs = getattr(self.env.unwrapped, "_get_obs", None)
-        return get_obs() if callable(get_obs) and _takes_no_arguments(get_obs) else raw_obs
+        if self._refresh_obs == "get_obs" and callable(get_obs) and _takes_no_arguments(get_obs):
+            return get_obs()
+        return raw_obs
 
     def _proprio(self, raw_obs) -> np.ndarray:
         raw_obs = as_numpy(raw_obs)

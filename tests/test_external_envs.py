@@ -383,3 +383,53 @@ def test_a_state_that_misses_what_the_dynamics_read_is_named_once_evaluation_sta
     assert caplog.text == ""
     for env in (leaky, exact):
         env.close()
+
+
+class Suite(gym.Env):
+    """A foreign env as one suite wrote it: its own state hooks, a proprio that only exists once it is reset, and a
+    `_get_obs()` that returns another format than `reset` (a dict of its own, where reset returns a vector)."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
+    observation_space = gym.spaces.Box(-10, 10, (2,), np.float64)
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def __init__(self):
+        self.pos = None  # nothing to read before the first reset
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-1, 1, 2)
+        return self.pos.copy(), {}
+
+    def step(self, action):
+        self.pos = self.pos + 0.1 * np.asarray(action)
+        return self.pos.copy(), 0.0, False, False, {}
+
+    def _get_obs(self):
+        return {"agent": self.pos.copy()}
+
+    def render(self):
+        return np.zeros((32, 32, 3), np.uint8)
+
+
+def test_hooks_see_only_a_reset_env_and_the_observation_refresh_is_a_choice():
+    """Issue 28 item 2. Before: the proprio hook was probed on `observation_space.sample()` before any reset, and a
+    restored state's observation was always `_get_obs()` where the env had one, which broke one suite's Push-T."""
+
+    def proprio(env, raw_obs):
+        assert env.unwrapped.pos is not None, "the proprio hook was called before a reset"
+        return env.unwrapped.pos.astype(np.float32)  # reads the live env
+
+    hooks = {"get_state": lambda env: env.unwrapped.pos.copy(), "set_state": lambda env, s: setattr(env.unwrapped,
+             "pos", np.array(s))}  # fmt: skip
+    adapter = GymImageAdapter(Suite(), 32, proprio_fn=proprio, refresh_obs="none", **hooks)
+    assert adapter.proprio_dim == 2
+    obs, _ = adapter.reset(seed=0, options={"state": [0.5, -0.5]})
+    assert obs["proprio"].tolist() == [0.5, -0.5]
+    own = GymImageAdapter(Suite(), 32, refresh_obs=lambda env: env.unwrapped._get_obs()["agent"], **hooks)
+    assert own.reset(seed=0, options={"state": [0.25, 0.75]})[0]["proprio"].tolist() == [0.25, 0.75]
+    with pytest.raises(WMError, match="refresh_obs must be"):
+        GymImageAdapter(Suite(), 32, refresh_obs="always", **hooks)
+    with pytest.raises(WMError, match="refresh_obs='none' leaves a restored state without"):
+        GymImageAdapter(Suite(), 32, refresh_obs="none", **hooks)
