@@ -37,7 +37,14 @@ from policies.sb3 import ImaginedSB3Env, LatentActorCritic
 from policies.steered import SteeredPolicy, steering_config
 from wm.errors import WMError
 from wm.imagine import ImaginedVectorEnv
-from wm.models.checkpoint import latest_checkpoint, load_training_state, read_config, save_checkpoint
+from wm.models.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    read_config,
+    remove_stale_temporaries,
+    save_checkpoint,
+    truncate_log,
+)
 
 
 @dataclass
@@ -152,6 +159,8 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
 
         vec = ImaginedSB3Env(env, action_map=from_noise, action_space=spaces.Box(-bound, bound, dtype=np.float32))
     agent = _ppo(cfg, vec, actor_config, actor_state)
+    for folder in (out, out / "checkpoints"):
+        remove_stale_temporaries(folder)
     ckpt = latest_checkpoint(out)
     saved = read_config(ckpt) if ckpt is not None else {}
     if ckpt is not None:
@@ -161,6 +170,7 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
         load_training_state(ckpt, agent.policy, agent.policy.optimizer)
         np.random.set_state(tuple(saved["numpy_rng"]))
         agent.num_timesteps = int(saved["step"])
+    truncate_log(out / "refine_log.jsonl", agent.num_timesteps, key="imagined_steps")  # what a kill logged twice
     out.mkdir(parents=True, exist_ok=True)
     started = time.time() - saved.get("seconds", 0.0)  # seconds count over every run that made the policy
     with tqdm(total=cfg.total_steps, initial=agent.num_timesteps, desc=f"refine {cfg.algo}", unit="step") as bar:
@@ -169,6 +179,7 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
             chunk = min(cfg.checkpoint_every, cfg.total_steps - agent.num_timesteps)
             vec.seed(cfg.seed * 1_000_003 + agent.num_timesteps // cfg.checkpoint_every)
             agent._last_obs = None  # every chunk starts from freshly drawn episodes: what makes resume exact
+            progress.running = None  # (and their returns from 0, as in a resumed run)
             agent.learn(total_timesteps=chunk, reset_num_timesteps=False, callback=progress)
             state = np.random.get_state()
             config = {**run_config, "refine": asdict(cfg), "step": int(agent.num_timesteps),

@@ -163,9 +163,14 @@ def test_a_sigkilled_refine_resumes_and_ends_where_an_unbroken_run_ends(cloned, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (broken / "policy").exists()  # killed mid-run
+    stale = broken / "checkpoints" / ".step_000000768.tmp-999999999"  # as a kill inside a checkpoint write leaves
+    stale.mkdir()
     done = subprocess.run([*wm, *base, "--out", str(broken)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_config(broken / "policy")["step"] == 1024
+    assert not stale.exists()  # issue 28 item 21: temporaries are removed and each row is logged once
+    logs = [(out / "refine_log.jsonl").read_text() for out in (unbroken, broken)]
+    assert logs[0] == logs[1]
     a, _, _, _ = load_policy(unbroken / "policy")
     b, _, _, _ = load_policy(broken / "policy")
     for key, value in a.state_dict().items():

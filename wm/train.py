@@ -39,6 +39,7 @@ from wm.models.checkpoint import (
     load_training_state,
     read_config,
     remove_stale_temporaries,
+    truncate_log,
     save_checkpoint,
 )
 
@@ -175,26 +176,14 @@ class Trainer:
         for folder in (self.out, self.out / "checkpoints"):
             remove_stale_temporaries(folder)
         ckpt = latest_checkpoint(self.out)
-        if ckpt is None:
-            return False
-        if read_config(ckpt).get(self.identity) != self.run_config.get(self.identity):
+        if ckpt is not None and read_config(ckpt).get(self.identity) != self.run_config.get(self.identity):
             raise WMError(f"{self.out} holds a run with another {self.identity} config; pass a new --out or the same "
                           "settings")  # fmt: skip
-        self.step = int(load_training_state(ckpt, self.model, self.optimizer)["step"])
+        if ckpt is not None:
+            self.step = int(load_training_state(ckpt, self.model, self.optimizer)["step"])
         if self.is_main:
-            self._cut_log(self.step)
-        return True
-
-    def _cut_log(self, step: int) -> None:
-        """Drop the log rows of steps after `step` (and an earlier run's summary): the resumed run writes them."""
-        log_file = self.out / "train_log.jsonl"
-        if not log_file.is_file():
-            return
-        rows = [line for line in log_file.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("step", step + 1) <= step]
-        tmp = log_file.with_name(log_file.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(log_file)
+            truncate_log(self.out / "train_log.jsonl", self.step)
+        return ckpt is not None
 
     def _log(self, record: dict) -> None:
         if self.is_main:

@@ -126,6 +126,18 @@ def remove_stale_temporaries(folder) -> list[Path]:
     return removed
 
 
+def truncate_log(log_file: Path, step: int, key: str = "step") -> None:
+    """Drop the rows of a JSON-lines log past `step` (by their `key`; rows without it, such as an earlier run's
+    summary, go too): a run resumed from its checkpoint at `step` logs them again, so each is logged once."""
+    if not log_file.is_file():
+        return
+    rows = [line for line in log_file.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line).get(key, step + 1) <= step]
+    tmp = log_file.with_name(log_file.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(log_file)
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest complete training checkpoint under `out/checkpoints`, if any."""
     ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "config.json").is_file())
