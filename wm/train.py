@@ -39,8 +39,8 @@ from wm.models.checkpoint import (
     load_training_state,
     read_config,
     remove_stale_temporaries,
-    truncate_log,
     save_checkpoint,
+    truncate_log,
 )
 
 
