@@ -278,3 +278,28 @@ def test_a_resumed_run_ends_with_the_weights_of_an_unbroken_one(maze, tmp_path):
     assert losses[0] == losses[1] and len(losses[0]) == 6
     a, b = (load_file(out / "model" / "model.safetensors") for out in (unbroken, broken))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("batch_size=0", "batch_size=0 must be at least 1"),
+        ("batch_size=-1", "batch_size=-1 must be at least 1"),
+        ("batch_size=1000000000", "batch_size=1000000000 is above 65536"),
+        ("steps=-3", "steps=-3 must be at least 1"),
+        ("lr=-0.1", "must not be negative"),
+        ("encoder.width=0", "width=0 must be a positive integer"),
+        ("encoder.width=100000", "at most 4096"),
+        ("image_size=100000", "image_size=100000 must be an integer in [16, 1024]"),
+    ],
+)
+def test_unusable_training_settings_are_one_line_errors(maze, tmp_path, capsys, override, message):
+    """Issue 28 item 22: these failed deep in torch (`wm: internal error`), tried to allocate for minutes, or were
+    silently ignored (`steps=-3`)."""
+    from wm.app.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(maze), "--model", "jepa", "--out", str(out), override]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("wm: error:") and message in last
+    assert not out.exists()

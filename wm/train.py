@@ -43,6 +43,8 @@ from wm.models.checkpoint import (
     truncate_log,
 )
 
+MAX_BATCH = 65536  # windows per batch: more would not fit any machine's memory at the smallest image size
+
 
 @dataclass
 class TrainConfig:
@@ -65,6 +67,24 @@ class TrainConfig:
     compile: bool = False
     time_limit_s: float | None = None  # stop early (and checkpoint) after this much wall time
     only: str | None = None  # train this part of the model alone (e.g. "success"); the rest stays frozen, in eval
+
+    def __post_init__(self) -> None:
+        """One-line errors for settings no run can use (they used to fail deep inside torch)."""
+        counts = {"steps": self.steps, "batch_size": self.batch_size, "val_every": self.val_every,
+                  "val_batches": self.val_batches, "ckpt_every": self.ckpt_every, "keep": self.keep,
+                  "log_every": self.log_every}  # fmt: skip
+        for name, value in counts.items():
+            if value < 1:
+                raise WMError(f"training setting {name}={value} must be at least 1")
+        if self.batch_size > MAX_BATCH:
+            raise WMError(f"training setting batch_size={self.batch_size} is above {MAX_BATCH}; lower it")
+        if not self.lr >= 0 or (self.encoder_lr is not None and not self.encoder_lr >= 0):  # 0: nothing moves
+            raise WMError(f"training settings lr={self.lr}, encoder_lr={self.encoder_lr} must not be negative")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "bn_batches", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise WMError(f"training setting {name}={getattr(self, name)} must not be negative")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise WMError(f"training setting time_limit_s={self.time_limit_s} must be positive")
 
 
 class StepSampler(Sampler):

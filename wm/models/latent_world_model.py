@@ -51,6 +51,13 @@ class LatentWMConfig:
     success_weight: float = 1.0
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or not 16 <= self.image_size <= 1024:
+            raise WMError(f"model setting image_size={self.image_size!r} must be an integer in [16, 1024]")
+        if min(self.num_hist, self.num_pred, self.frameskip) < 1:
+            raise WMError(f"model settings num_hist={self.num_hist}, num_pred={self.num_pred}, frameskip="
+                          f"{self.frameskip} must all be at least 1")  # fmt: skip
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -31,6 +31,17 @@ class PixelEncoderConfig:
     out_dim: int = 64
     tokens: int = 1  # 1 = CLS token (LeWM); a square number = pooled patch grid (ViT only)
 
+    def __post_init__(self) -> None:
+        sizes = {"patch_size": self.patch_size, "width": self.width, "depth": self.depth, "heads": self.heads,
+                 "out_dim": self.out_dim, "tokens": self.tokens}  # fmt: skip
+        bad = [f"{k}={v}" for k, v in sizes.items() if not isinstance(v, int) or v < 1]
+        if bad:
+            raise WMError(f"encoder setting {', '.join(bad)} must be a positive integer")
+        if self.width > 4096 or self.depth > 48:
+            raise WMError(f"encoder width={self.width}, depth={self.depth}: at most 4096 and 48 (ViT-g is 1536 x 40)")
+        if self.width % self.heads:
+            raise WMError(f"encoder width={self.width} must split into heads={self.heads} equal heads")
+
 
 class PixelEncoder(nn.Module):
     """`forward(images (B, 3, H, W) float in [0, 1]) -> (B, tokens, out_dim)`. Inputs are scaled to [-1, 1]."""
