@@ -35,8 +35,9 @@ class BehaviourPolicy(Protocol):
 
 
 def is_goal_directed(policy: str) -> bool:
-    """Whether episodes collected with `policy` pursue goals (the expert or a policy of your own)."""
-    return policy not in UNDIRECTED
+    """Whether episodes collected with `policy` pursue goals (the expert or a policy of your own; not a record that
+    names no policy, such as an import's)."""
+    return isinstance(policy, str) and policy not in UNDIRECTED
 
 
 def load_behaviour(reference: str) -> Callable[[gym.spaces.Box, np.random.Generator], BehaviourPolicy]:

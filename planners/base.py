@@ -5,7 +5,7 @@ Shapes: B problems x S samples x H horizon x A action dims.
 - `plan(cost_fn, batch_size, init=None, proposals=None) -> (B, H, A)`: the best sequence found per problem, inside
   `[low, high]`. `init (B, H, A)` is a warm start (usually the previous solution after `shift`); it is always
   evaluated, so a plan is never worse than its warm start. `proposals (B, P, H, A)` (population planners, `GUIDED`)
-  are sequences from elsewhere, e.g. a policy's (`planners.guide`): the search starts from proposal 0 (the warm
+  are sequences from elsewhere, e.g. a policy's (`policies.guide`): the search starts from proposal 0 (the warm
   start becomes one more proposal), the proposals are scored once, beside the first population, and stay in every
   iteration's population with those costs, so the search keeps them until it finds better.
 - After a plan, `last_costs (B,)` holds the returned sequences' costs and `last_cost_history (iterations, B)` the

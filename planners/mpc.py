@@ -29,18 +29,28 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from planners.base import Planner
-from planners.guide import PolicyGuide
 from planners.objectives import Objective, goal_objective
 from planners.registry import planner_from_budget
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
 
 log = logging.getLogger("wm.plan")
+MAX_ROWS = 4096  # candidate sequences per world-model rollout call (see `MPCController.cost_fn`)
+
+
+class Guide(Protocol):
+    """Proposes action sequences for a plan (`policies.guide.PolicyGuide`: a policy's rollouts in the model)."""
+
+    def propose(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None, z_goal: torch.Tensor, horizon: int,
+                hold_in_block: bool) -> torch.Tensor:  # fmt: skip
+        """`(B, T, N, D)`, `(B, T-1, fs*A)` or None, `(B, N, D)` -> proposals `(B, P, H, fs*A or A)`."""
+        ...
 
 
 @dataclass
@@ -59,6 +69,8 @@ class MPCConfig:
     proprio_weight: float = 10.0
     proprio_mode: str = "last"  # the proprio term on the last imagined frame only: end the horizon at the goal
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
+    guide: str | None = None  # a policy checkpoint whose rollouts guide the search (`policies.guide`); "none": none
+    guide_samples: int = 16  # its rollouts per plan
 
 
 def with_preset(cfg: MPCConfig, preset: dict) -> MPCConfig:
@@ -83,9 +95,9 @@ def elites_for(samples: int) -> int:
 
 
 def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "cpu",
-              guide: PolicyGuide | None = None) -> MPCController:  # fmt: skip
+              guide: Guide | None = None) -> MPCController:  # fmt: skip
     """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`; with `guide`,
-    a policy's rollouts join each plan's search (`planners.guide`)."""
+    a policy's rollouts join each plan's search (`policies.guide`)."""
     spec = model.spec
     action_dim = spec.action_dim if cfg.hold_in_block else spec.block_action_dim
     elites = cfg.elites if cfg.elites is not None else elites_for(cfg.samples)
@@ -121,7 +133,7 @@ class MPCController:
         hold_in_block: bool = False,
         device="cpu",
         bf16: bool = False,
-        guide: PolicyGuide | None = None,
+        guide: Guide | None = None,
     ):
         spec = model.spec
         self.guide = guide
@@ -198,12 +210,18 @@ class MPCController:
         return self.plan(z_hist, past)
 
     def cost_fn(self, z_hist: torch.Tensor, past_actions: torch.Tensor | None = None):
-        """The planner's cost from this history: candidate actions `(B, S, H, A)` -> goal costs `(B, S)` (fp32)."""
+        """The planner's cost from this history: candidate actions `(B, S, H, A)` -> goal costs `(B, S)` (fp32).
+        Rollouts run on at most `MAX_ROWS` candidate sequences at once (B x a slice of S), which bounds the memory
+        of a plan for many problems (50 problems x 300 samples held ~9 GB in one call) at no cost in speed."""
 
         def cost(actions: torch.Tensor) -> torch.Tensor:
+            step = max(1, MAX_ROWS // actions.shape[0])
+            parts = []
             with self._autocast():
-                rollout = self.model.rollout(z_hist, self.to_blocks(actions), past_actions=past_actions)
-                return self.objective(rollout, self.z_goal).float()
+                for i in range(0, actions.shape[1], step):
+                    rollout = self.model.rollout(z_hist, self.to_blocks(actions[:, i : i + step]), past_actions)
+                    parts.append(self.objective(rollout, self.z_goal).float())
+            return torch.cat(parts, dim=1)
 
         return cost
 

@@ -5,7 +5,8 @@ block by block inside the world model (`start_imagination` / `imagine_step`) for
 times per problem. Proposal 0 is the policy's own choice (its mean; a diffusion policy's zero noise), the others
 act from fresh standard-normal noise (`policies.protocol`). The planner starts its search from proposal 0 and
 scores every proposal beside its first population (`planners.base.PlannerBase.plan`), so the plan is never worse,
-by the model's cost, than what the policy alone would do.
+by the model's cost, than what the policy alone would do. `PolicyGuide` meets `planners.mpc.Guide`; `load_guide`
+makes one from a policy checkpoint (`wm plan --guide`, a checkpoint's preset).
 """
 
 from __future__ import annotations
@@ -52,3 +53,15 @@ class PolicyGuide:
         plan = torch.stack(blocks, dim=1)  # (B*P, H, fs, A)
         plan = plan.mean(2) if hold_in_block else plan.flatten(2)
         return plan.reshape(b, p, horizon, -1)
+
+
+def load_guide(path, checkpoint, model, samples: int = 16, seed: int = 0) -> PolicyGuide | None:
+    """The policy checkpoint `path` (`MPCConfig.guide`) as a guide for `model`, the world model at `checkpoint`: the
+    policy must read its latents (checked by the hash its config records). None for no guide (None or "none")."""
+    if path in (None, "none"):
+        return None
+    from policies.checkpoint import load_policy
+    from wm.device import module_device
+
+    policy, _, _, _ = load_policy(path, str(checkpoint), module_device(model))
+    return PolicyGuide(policy, model, samples, seed=seed)

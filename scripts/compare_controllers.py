@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +25,17 @@ import torch
 
 import envs  # noqa: F401  (first: the GL/LLVM load order)
 from envs.controller import RandomController
-from planners.guide import PolicyGuide
 from planners.mpc import MPCConfig, build_mpc, with_preset
 from policies.checkpoint import load_policy
 from policies.controller import PolicyController
+from policies.guide import PolicyGuide
 from wm.evaluation.goal_reaching import held_out_problems, run_controller, run_zero_actions
 from wm.evaluation.metrics import percentiles, rate
 
 
 def row(name: str, run, problems, started: float) -> dict:
     latency = percentiles(run.latencies, 1000, 3)
-    per_problem = {k: round(v / len(problems.pairs), 3) for k, v in latency.items() if k in ("p50", "p95")}
+    per_problem = {k: round(latency[k] / len(problems.pairs), 3) for k in ("p50", "p95") if latency[k] is not None}
     return {"controller": name, **rate(run.success), "median_final_distance": round(float(np.median(run.distance)), 4),
             "decision_ms": latency, "decision_ms_per_problem": per_problem,
             "seconds": round(time.time() - started, 1)}  # fmt: skip
@@ -63,10 +63,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     policy, _, model, config = load_policy(args.policy, args.checkpoint, "cpu")
-    mpc_cfg = with_preset(MPCConfig(planner=args.planner, samples=args.samples, iterations=args.iterations,
-                                    **{k: None for k in ("elites", "horizon", "replan_every", "hold_in_block",
-                                                         "objective_mode", "proprio_weight", "proprio_mode",
-                                                         "bf16")}), config.plan_preset)  # fmt: skip
+    given = {"planner": args.planner, "samples": args.samples, "iterations": args.iterations, "guide": "none"}
+    mpc_cfg = with_preset(MPCConfig(**{f.name: None for f in fields(MPCConfig)} | given), config.plan_preset)
     problems = held_out_problems(model.spec, config.trained_on, args.env, episodes=args.episodes, budget=args.budget,
                                  goal_offset=args.goal_offset, seed=args.seed, data=args.data)  # fmt: skip
     dims = problems.envs[0].action_space.shape[0]

@@ -1,5 +1,5 @@
 """Policy-guided planning: proposals join a population planner's search (`planners.base`), and a cloned policy's
-rollouts in the world model are the proposals (`planners.guide`, `wm plan --guide`)."""
+rollouts in the world model are the proposals (`policies.guide`, `wm plan --guide`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from planners.cem import CEM
 from planners.cmaes import CMAES
-from planners.guide import PolicyGuide
 from planners.icem import ICEM
 from planners.mppi import MPPI
+from policies.guide import PolicyGuide
 from wm.errors import WMError
 
 B, P, H, A = 3, 4, 5, 2
@@ -117,3 +117,17 @@ def test_plan_and_eval_policy_draw_the_same_pairs_from_one_store_and_seed(maze, 
         for run in ("plan", "policy")
     ]
     assert pairs[0] == pairs[1] and len(pairs[0]) == 4
+
+
+def test_a_preset_guide_is_relative_to_its_checkpoint_and_none_turns_it_off(tmp_path):
+    from planners.mpc import MPCConfig, with_preset
+    from policies.guide import load_guide
+    from wm.models.checkpoint_config import CheckpointConfig
+
+    raw = {"model": {"kind": "jepa"}, "plan": {"planner": "icem", "guide": "../bc-arm"}}
+    config = CheckpointConfig.parse(raw, tmp_path / "jepa-arm")
+    assert config.plan_preset["guide"] == str(tmp_path / "jepa-arm" / "../bc-arm")
+    given = {f: None for f in MPCConfig.__dataclass_fields__}
+    assert with_preset(MPCConfig(**given), config.plan_preset).guide == config.plan_preset["guide"]
+    off = with_preset(MPCConfig(**{**given, "guide": "none"}), config.plan_preset)
+    assert off.guide == "none" and load_guide(off.guide, tmp_path, model=None) is None

@@ -43,7 +43,7 @@ def test_envs_import_only_themselves_and_the_error_type():
 
 
 def test_planners_import_only_protocols_and_the_error_type():
-    ok = ("planners", "wm.errors", "wm.models.protocol", "envs.robot.protocol", "policies.protocol")
+    ok = ("planners", "wm.errors", "wm.models.protocol", "envs.robot.protocol")
     assert violations(files("planners"), lambda p, n: within(n, *ok)) == []
 
 

@@ -142,7 +142,7 @@ def test_bc_refuses_a_store_without_expert_episodes(jepa, tmp_path, capsys):
         "--out",
         str(tmp_path / "o"),
     ]
-    one_line_error(capsys, argv, "no expert episodes")
+    one_line_error(capsys, argv, "no goal-directed episodes")
     assert not (tmp_path / "o").exists()
 
 

@@ -71,7 +71,7 @@ def controllers(model):
 def test_every_controller_runs_in_the_goal_reaching_evaluation(wall, tmp_path):
     model, config = wall
     problems = held_out_problems(model.spec, config.trained_on, "wm/Wall-v0", episodes=2, budget=7, goal_offset=10,
-                                 seed=0, scratch=tmp_path / "goals", min_start=model.spec.history_steps)  # fmt: skip
+                                 seed=0, scratch=tmp_path / "goals")  # fmt: skip
     for name, controller in controllers(model).items():
         assert isinstance(controller, Controller), name
         run = run_controller(problems, controller, desc=name, videos=1)

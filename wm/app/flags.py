@@ -81,6 +81,9 @@ def add_mpc_flags(p: argparse.ArgumentParser) -> None:
         help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
     )
     p.add_argument("--bf16", action=on_off, help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    p.add_argument("--guide", help="policy checkpoint (`wm bc`) whose rollouts in the model guide the search; none: "
+                   "not even the checkpoint's preset's")  # fmt: skip
+    p.add_argument("--guide-samples", type=positive_int, help="policy rollouts per plan with a guide (default 16)")
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
@@ -191,8 +194,6 @@ def plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-source", default="dataset", choices=("dataset", "random"))
     add_goal_flags(p, episodes=50, command="plan")
     add_mpc_flags(p)
-    p.add_argument("--guide", help="policy checkpoint (`wm bc`) whose rollouts in the model join each plan's search")
-    p.add_argument("--guide-samples", type=positive_int, default=16, help="policy rollouts per plan (with --guide)")
 
 
 def bc(p: argparse.ArgumentParser) -> None:

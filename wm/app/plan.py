@@ -21,8 +21,8 @@ imagined plan | goal) and a plot of success and latency (`wm.evaluation.goal_rea
 command). The model and the planner run on `--device` (auto: CUDA when
 there is one); `--checkpoint` is a checkpoint or a `wm train --out` folder. MPC settings not given explicitly come
 from the checkpoint's planning preset (its config's `"plan"`), else the `MPCConfig` defaults. `--guide POLICY` (a
-`wm bc` policy on this world model) guides the search: its rollouts in the model start and join each plan
-(`planners.guide`).
+`wm bc` policy on this world model; a preset may name one, relative to the checkpoint, and `--guide none` turns it
+off) guides the search: its rollouts in the model start and join each plan (`policies.guide`).
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ class PlanConfig:
     goal_velocity: str = "rest"  # "rest": zero the goal's proprio velocities; "observed": keep them
     videos: int = 4
     device: str = "auto"  # auto | cpu | cuda[:K]
-    guide: str | None = None  # policy checkpoint guiding the search (`planners.guide`)
-    guide_samples: int = 16  # its rollouts per plan
     mpc: MPCConfig = field(default_factory=MPCConfig)  # settings left None: the checkpoint's preset, else defaults
 
     def to_json(self) -> dict:
@@ -79,23 +77,12 @@ def plan_problems(cfg: PlanConfig, model, config, out: Path):
                              goal_velocity=cfg.goal_velocity, what="`wm plan`")  # fmt: skip
 
 
-def plan_guide(cfg: PlanConfig, model):
-    """The `--guide` policy as a `PolicyGuide` for `model` (None without one); it must read this model's latents."""
-    if cfg.guide is None:
-        return None
-    from planners.guide import PolicyGuide
-    from policies.checkpoint import load_policy
-    from wm.device import module_device
-
-    policy, _, _, _ = load_policy(cfg.guide, cfg.checkpoint, module_device(model))
-    return PolicyGuide(policy, model, cfg.guide_samples, seed=cfg.seed)
-
-
 def run_plan(cfg: PlanConfig, loaded=None) -> dict:
     """MPC on the run's problems beside the zero-action baseline; writes and returns `results.json`. `loaded`: the
     checkpoint's `(model, config)` already loaded (`load_checkpoint`), e.g. by `wm demo`."""
     import time
 
+    from policies.guide import load_guide
     from wm.device import module_device, resolve_device
     from wm.evaluation.goal_reaching import decoded_plan, goal_report, run_controller, run_zero_actions, write_report
     from wm.models.checkpoint import load_checkpoint
@@ -106,7 +93,8 @@ def run_plan(cfg: PlanConfig, loaded=None) -> dict:
     out = require_empty_dir(cfg.out, "results")
     torch.manual_seed(cfg.seed)
     cfg = replace(cfg, mpc=with_preset(cfg.mpc, config.plan_preset))
-    controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model), guide=plan_guide(cfg, model))
+    guide = load_guide(cfg.mpc.guide, config.path, model, cfg.mpc.guide_samples, cfg.seed)
+    controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model), guide=guide)
     problems = plan_problems(cfg, model, config, out)  # fresh goals are collected into out/goal_store, only now
     started = time.time()
     run = run_controller(problems, controller, f"plan {cfg.mpc.planner}", cfg.videos, decoded_plan(model, controller))

@@ -150,10 +150,12 @@ def make_controller(cfg: ValidateConfig, model, robot, policy=None) -> tuple[Con
         import torch
 
         from planners.mpc import build_mpc
+        from policies.guide import load_guide
         from wm.device import module_device
 
         torch.manual_seed(cfg.seed)
-        controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model))
+        guide = load_guide(cfg.mpc.guide, cfg.checkpoint, model, cfg.mpc.guide_samples, cfg.seed)
+        controller = build_mpc(model, cfg.mpc, seed=cfg.seed, device=module_device(model), guide=guide)
     return controller, controller.chunk
 
 

@@ -94,7 +94,8 @@ class CheckpointConfig:
     path: Path  # the checkpoint directory
     model: dict  # the model family's settings, as `build_world_model` takes them
     trained_on: TrainedOn
-    plan_preset: dict  # MPC settings chosen for this model (`planners.mpc.with_preset`); {} for none
+    plan_preset: dict  # MPC settings chosen for this model (`planners.mpc.with_preset`; a guide policy's path is
+    # given relative to the checkpoint and held here resolved); {} for none
     step: int | None = None  # training steps that made it
     init: dict | None = None  # `{"checkpoint", "step"}` it was fine-tuned from
 
@@ -102,8 +103,11 @@ class CheckpointConfig:
     def parse(cls, raw: dict, path) -> CheckpointConfig:
         if not isinstance(raw.get("model"), dict) or "kind" not in raw["model"]:
             raise WMError(f"{path}/config.json describes no model; pass a world-model checkpoint from `wm train`")
-        return cls(Path(path), raw["model"], TrainedOn.from_config(raw.get("data", {})), raw.get("plan", {}),
-                   raw.get("step"), raw.get("init"))  # fmt: skip
+        plan = dict(raw.get("plan", {}))
+        if isinstance(plan.get("guide"), str) and plan["guide"] != "none":  # relative to the checkpoint
+            plan["guide"] = str(Path(path) / plan["guide"])
+        return cls(Path(path), raw["model"], TrainedOn.from_config(raw.get("data", {})), plan, raw.get("step"),
+                   raw.get("init"))  # fmt: skip
 
     @property
     def kind(self) -> str:
