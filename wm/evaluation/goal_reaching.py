@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ def goal_report(problems: Problems, run: GoalEpisodes, zero: GoalEpisodes, dream
         "zero_action_success": rate(zero.success) if judged else None,
         "final_distance": {"mean": float(run.distance.mean()), "median": float(np.median(run.distance))},
         "decision_latency_ms": percentiles(run.latencies, 1000, 3),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # resident, this process
     }
     if dreamt is not None:
         results["imagined"] = {
