@@ -45,7 +45,7 @@ def check_policy(env_id: str, policy: str) -> None:
     if policy not in behaviour.BUILTIN:
         behaviour.load_behaviour(policy)
     if policy == "expert" and not is_builtin(env_id):
-        raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random")
+        raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random, smooth or module:factory")
 
 
 def smooth_step(state: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:

@@ -71,4 +71,4 @@ def make_expert(env_id: str, env) -> Expert:
         from envs.push_t_expert import PushTExpert
 
         return PushTExpert(env)
-    raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random")
+    raise WMError(f"no scripted expert for {env_id!r}; collect with --policy random, smooth or module:factory")
