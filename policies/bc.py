@@ -26,7 +26,12 @@ class HindsightBlocks(Dataset):
         goal_blocks: tuple[int, int] = (1, 8),
     ):
         self.frames, self.history, self.fs, self.goal_blocks = frames, history, frameskip, goal_blocks
-        lo = goal_blocks[0]
+        lo, hi = goal_blocks
+        longest = int(max(frames.lengths))
+        if hi * frameskip >= longest:  # every goal would be clipped to an episode's last frame
+            most = (longest - 1) // frameskip
+            raise WMError(f"goals up to {hi} blocks ({hi * frameskip} frames) ahead reach past every episode (the "
+                          f"longest has {longest} frames); use at most {most} goal blocks")  # fmt: skip
         starts = [
             (pos, t)
             for pos, length in enumerate(frames.lengths)
@@ -35,7 +40,7 @@ class HindsightBlocks(Dataset):
         if not starts:
             raise WMError(f"no episode is longer than {lo * frameskip} frames: too short for goals {lo}+ blocks on")
         self.starts = np.array(starts, np.int64)
-        self.offsets_k = np.arange(lo, goal_blocks[1] + 1)
+        self.offsets_k = np.arange(lo, hi + 1)
 
     def __len__(self) -> int:
         return len(self.starts) * len(self.offsets_k)

@@ -33,6 +33,18 @@ def world_model_record(checkpoint) -> dict:
     return {"checkpoint": str(checkpoint), "sha256": weights_sha256(checkpoint)}
 
 
+def recorded_world_model(policy_path, recorded: str) -> Path:
+    """Where the world model a policy recorded is: an absolute path as it is; a relative one (`wm bc` records the
+    path it was given, shipped policies `checkpoints/jepa-...`) from the working directory, else from the policy's
+    folder or a folder above it (so a shipped policy finds its world model from anywhere)."""
+    recorded_path = Path(recorded)
+    bases = [Path.cwd(), *Path(policy_path).resolve().parents] if not recorded_path.is_absolute() else [Path("/")]
+    found = next((base / recorded_path for base in bases if (base / recorded_path).exists()), None)
+    if found is None:
+        raise WMError(f"the policy's world model {recorded} is not there; pass --world-model CHECKPOINT")
+    return found
+
+
 def load_policy(path, world_model: str | None = None, device: str | torch.device = "cpu"):
     """`(policy in eval mode, its parsed config, world model, the world model's parsed config)` of the policy
     checkpoint (or `wm bc` / `wm refine --out` folder) `path`, with its world model from `world_model` (default:
@@ -42,10 +54,7 @@ def load_policy(path, world_model: str | None = None, device: str | torch.device
     policy = build_policy(config.policy).to(device)
     load_weights(policy, path, device)
     recorded = config.world_model
-    world_model = world_model or recorded["checkpoint"]
-    if not Path(world_model).exists():
-        raise WMError(f"the policy's world model {world_model} is not there; pass --world-model CHECKPOINT")
-    world_model = resolve_checkpoint(world_model, "model")
+    world_model = resolve_checkpoint(world_model or recorded_world_model(path, recorded["checkpoint"]), "model")
     if weights_sha256(world_model) != recorded["sha256"]:
         raise WMError(
             f"{path} reads the latents of the world model {recorded['checkpoint']} (sha256 "

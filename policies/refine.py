@@ -45,6 +45,7 @@ from wm.models.checkpoint import (
     save_checkpoint,
     truncate_log,
 )
+from wm.settings import require_at_least
 
 
 @dataclass
@@ -74,6 +75,13 @@ class RefineConfig:
             raise WMError(f"--algo must be ppo or dsrl, got {self.algo!r}")
         if self.algo == "dsrl" and self.anchor:
             raise WMError("the BC anchor is for --algo ppo; DSRL keeps its base policy frozen and its noise bounded")
+        require_at_least("refine", 1, imagined_steps=self.imagined_steps, num_envs=self.num_envs, horizon=self.horizon,
+                         n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
+                         critic_width=self.critic_width, checkpoint_every=self.checkpoint_every)  # fmt: skip
+        require_at_least("refine", 0, anchor=self.anchor, ent_coef=self.ent_coef)
+        if not (self.lr > 0 and 0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip_range > 0):
+            raise WMError(f"refine settings lr={self.lr} and clip_range={self.clip_range} must be positive, gamma="
+                          f"{self.gamma} in (0, 1] and gae_lambda={self.gae_lambda} in [0, 1]")  # fmt: skip
         self.goal_blocks = tuple(self.goal_blocks)
         if self.checkpoint_every % self.rollout_size:
             raise WMError(f"checkpoint_every must be a multiple of n_steps * num_envs = {self.rollout_size}")

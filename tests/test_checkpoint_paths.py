@@ -65,3 +65,16 @@ def test_eval_model_cli_takes_the_train_out_folder(runs, tmp_path, capsys):
     wm_run, _ = runs
     assert main(["eval-model", "--checkpoint", str(wm_run), "--data", str(tmp_path / "no-store")]) == 2
     assert "no-store" in capsys.readouterr().err  # got past the checkpoint to the store
+
+
+def test_a_shipped_policy_finds_its_world_model_from_any_working_directory(tmp_path, monkeypatch):
+    shipped = SHIPPED.resolve() / "bc-pointmaze"
+    monkeypatch.chdir(tmp_path)  # its config records `checkpoints/jepa-pointmaze`, relative to the repository
+    _, config, _, model_config = load_policy(shipped)
+    assert config.world_model["checkpoint"] == "checkpoints/jepa-pointmaze"
+    assert model_config.path == shipped.parent / "jepa-pointmaze"
+    (tmp_path / "lone").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "lone" / name).write_bytes((shipped / name).read_bytes())
+    with pytest.raises(WMError, match="world model checkpoints/jepa-pointmaze is not there; pass --world-model"):
+        load_policy(tmp_path / "lone")  # copied away from its world model

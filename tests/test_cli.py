@@ -1,8 +1,10 @@
 """The `wm` CLI end to end: collect, info, envs, and the one-line error paths (nothing on disk is lost)."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +217,34 @@ def test_sigkill_during_collect_keeps_committed_episodes(tmp_path):
     wm("info", str(out), "--repair")  # readers leave the killed episode's rows; the repair drops them
     group = zarr.open_group(str(out), mode="r")
     assert all(group[f"data/{k}"].shape[0] == n * 11 for k in group["data"].array_keys())
+
+
+def test_unusable_outputs_and_checkpoints_are_one_line_errors(capsys, collected, tmp_path):
+    """`--out` at a file or inside a checkpoint, damaged configs, a policy where a world model goes, settings no run
+    can use: each a one-line error before anything is written."""
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    world_model, policy = str(shipped / "jepa-pointmaze"), str(shipped / "bc-pointmaze")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    copy = tmp_path / "copy"
+    shutil.copytree(world_model, copy)
+    for name, text in {"null": "null", "list": "[1, 2]"}.items():
+        shutil.copytree(world_model, tmp_path / name)
+        (tmp_path / name / "config.json").write_text(text)
+    train = ["train", "--data", str(collected), "--model", "jepa", "--steps", "1", "--out"]
+    bc = ["bc", "--data", str(collected), "--policy", "gaussian", "--steps", "1", "--world-model"]
+    for argv, match in [
+        ([*train, str(a_file)], "is a file, not a run folder"),
+        ([*train, str(copy / "run")], "is inside the checkpoint"),
+        (["robot", "keygen", "--out", str(a_file)], "is a file, not a folder for the keys"),
+        (["eval-model", "--checkpoint", str(tmp_path / "null"), "--data", str(collected)], "holds a JSON null"),
+        (["eval-model", "--checkpoint", str(tmp_path / "list"), "--data", str(collected)], "holds a JSON list"),
+        (["eval-model", "--checkpoint", policy, "--data", str(collected)], "is a policy checkpoint (`wm bc`)"),
+        ([*bc, policy, "--out", str(tmp_path / "bc")], "is a policy checkpoint (`wm bc`)"),
+        (["refine", "--policy", policy, "--algo", "ppo", "--out", str(tmp_path / "r"), "num_envs=0"], "num_envs=0"),
+        (["refine", "--policy", policy, "--algo", "ppo", "--out", str(tmp_path / "r"), "n_steps=0"], "n_steps=0"),
+    ]:
+        one_line_error(capsys, argv, match)
+    assert a_file.read_text() == "keep me"
+    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "model.safetensors"]
+    assert not any((tmp_path / name).exists() for name in ("bc", "r"))

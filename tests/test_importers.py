@@ -2,21 +2,18 @@
 PyAV, video and image features), Minari (written by minari itself), diffusion_policy zarr v2 replay buffers, a JEPA
 trained on imported data, and one-line errors for layouts the importers cannot use."""
 
-import io
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from PIL import Image
+from lerobot_v21 import write_lerobot_v21
 
 from envs.collector import collect
 from wm.app.cli import main
 from wm.app.train import TrainRunConfig, run_train
 from wm.data.exporters.lerobot import export_lerobot
-from wm.data.exporters.video import Mp4Writer
 from wm.data.layout import store_layout
 from wm.data.store import EpisodeStore
 from wm.evaluation.open_loop import evaluate
@@ -75,6 +72,11 @@ def test_lerobot_v3_export_has_the_layout_and_imports_back(maze, episodes, tmp_p
     actions = np.concatenate([e["action"] for e in episodes])
     assert stats["action"]["max"] == pytest.approx(actions.max(0).tolist())
     assert np.asarray(stats["observation.image"]["mean"]).shape == (3, 1, 1)
+    for feature in ("action", "observation.state", "observation.image"):  # QUANTILES normalisation needs them
+        q = np.stack([np.asarray(stats[feature][k]) for k in ("min", "q01", "q10", "q50", "q90", "q99", "max")])
+        assert q.shape[1:] == np.asarray(stats[feature]["mean"]).shape and (np.diff(q, axis=0) >= -1e-9).all()
+    per_episode = np.quantile(np.stack([e["action"] for e in episodes]), 0.5, axis=1)  # (5, 2) episode medians
+    assert stats["action"]["q50"] == pytest.approx(per_episode.mean(0).tolist())  # equal lengths: LeRobot's mean
     assert pq.read_table(out / "meta/tasks.parquet").column("task_index").to_pylist() == [0]
     rows = pq.read_table(out / "data/chunk-000/file-001.parquet")
     assert rows.column("episode_index").to_pylist() == [2] * 13 + [3] * 13
@@ -95,64 +97,6 @@ def test_lerobot_v3_export_has_the_layout_and_imports_back(maze, episodes, tmp_p
 
     assert main(["export", "lerobot", str(maze), "--out", str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli/meta/info.json").read_text())["total_episodes"] == 5
-
-
-def _png(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_lerobot_v21(root, episodes, cameras: dict, dtype: str, fps: int = 10, state="observation.state") -> None:
-    """A LeRobot v2.1 dataset: per-episode parquet (and mp4 per camera for `dtype` "video"); `cameras` maps each
-    camera key to the `(L, H, W, 3)` frames of every episode; `state` names the state feature (None: none). Each
-    episode's last action is kept non-zero, as real recordings have it."""
-    size = next(iter(cameras.values()))[0].shape[1]
-    for i, ep in enumerate(episodes):
-        length = len(ep["rgb"])
-        action = ep["action"].copy()
-        action[-1] = 0.5
-        columns = {
-            **({state: pa.array(ep["proprio"].tolist(), pa.list_(pa.float32()))} if state else {}),
-            "action": pa.array(action.tolist(), pa.list_(pa.float32())),
-            "timestamp": pa.array(np.arange(length, dtype=np.float32) / fps),
-            "frame_index": pa.array(np.arange(length)),
-            "episode_index": pa.array(np.full(length, i)),
-            "index": pa.array(np.arange(length) + i * length),
-            "task_index": pa.array(np.zeros(length, np.int64)),
-        }
-        for key, frames in cameras.items():
-            if dtype == "image":
-                columns[key] = pa.array([{"bytes": _png(f), "path": None} for f in frames[i]])
-            else:
-                with Mp4Writer(root / f"videos/chunk-000/{key}/episode_{i:06d}.mp4", fps, size, size) as writer:
-                    writer.write(frames[i])
-        (root / "data/chunk-000").mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), root / f"data/chunk-000/episode_{i:06d}.parquet")
-    vector = {"dtype": "float32", "names": None}
-    features = {
-        **{k: {"dtype": dtype, "shape": [size, size, 3], "names": ["height", "width", "channel"]} for k in cameras},
-        **({state: {**vector, "shape": [4]}} if state else {}),
-        "action": {**vector, "shape": [2], "names": ["x", "y"]},
-        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index")},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    }
-    info = {
-        "codebase_version": "v2.1",
-        "robot_type": "koch",
-        "total_episodes": len(episodes),
-        "fps": fps,
-        "chunks_size": 1000,
-        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-        "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
-        "features": features,
-    }
-    (root / "meta").mkdir(parents=True)
-    (root / "meta/info.json").write_text(json.dumps(info))
-    lines = [
-        json.dumps({"episode_index": i, "tasks": ["reach"], "length": len(e["rgb"])}) for i, e in enumerate(episodes)
-    ]
-    (root / "meta/episodes.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _doubled(frames: np.ndarray) -> np.ndarray:
@@ -323,9 +267,26 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(maze, episodes, tmp_pa
     (broken / "videos/observation.image/chunk-000/file-000.mp4").unlink()
     (tmp_path / "full").mkdir()
     (tmp_path / "full/keep.txt").write_text("mine")
+    good_info = json.loads((broken / "meta/info.json").read_text())
+    bad_infos = {  # info.json variants: what each gets wrong -> the message
+        "list-features": ({**good_info, "features": list(good_info["features"])}, "features must be an object"),
+        "fps-ten": ({**good_info, "fps": "ten"}, "fps must be a positive number"),
+        "fps-zero": ({**good_info, "fps": 0}, "fps must be a positive number"),
+        "shape-str": (
+            {**good_info, "features": {**good_info["features"], "action": {"dtype": "float32", "shape": "2"}}},
+            "needs a dtype string and a shape list",
+        ),  # fmt: skip
+        "no-data-path": ({**good_info, "data_path": None}, "data_path must be a format string"),
+        "a-list": ([good_info], "holds a JSON list"),
+        "deep": ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+    }
+    for name, (info, _) in bad_infos.items():
+        (tmp_path / name / "meta").mkdir(parents=True)
+        (tmp_path / name / "meta/info.json").write_text(info if isinstance(info, str) else json.dumps(info))
     out = str(tmp_path / "out")
     rb = str(tmp_path / "rb.zarr")
     for argv, match in [
+        *[(["import", "lerobot", str(tmp_path / name), "--out", out], msg) for name, (_, msg) in bad_infos.items()],
         (["import", "lerobot", str(tmp_path / "empty"), "--out", out], "meta/info.json is missing"),
         (["import", "lerobot", str(old), "--out", out], "v1.6"),
         (["import", "lerobot", str(broken), "--out", out], "the dataset is incomplete"),

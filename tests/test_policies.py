@@ -199,3 +199,16 @@ def test_bc_resumes_from_its_last_checkpoint(maze, jepa, tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out and read_config(out / "policy")["step"] == 20
     assert first["policy"] == read_config(out / "policy")["policy"]
     one_line_error(capsys, [*argv[:-2], "--policy", "gaussian", "--out", str(out), "--steps", "30", *tiny], "another")
+
+
+def test_hindsight_goals_past_every_episode_are_refused():
+    """`wm bc --goal-blocks K` with K blocks longer than any episode would clip every goal to the last frame."""
+    from types import SimpleNamespace
+
+    from policies.bc import HindsightBlocks
+    from wm.errors import WMError
+
+    frames = SimpleNamespace(lengths=np.array([12, 21]))  # only the lengths are read before any latent
+    assert len(HindsightBlocks(frames, history=1, frameskip=5, goal_blocks=(1, 4)).offsets_k) == 4
+    with pytest.raises(WMError, match=r"goals up to 5 blocks \(25 frames\) ahead reach past every episode .* 4 goal"):
+        HindsightBlocks(frames, history=1, frameskip=5, goal_blocks=(1, 5))

@@ -208,3 +208,10 @@ def _describe(hint) -> str:
         shown = ", ".join(items) + (", ..." if Ellipsis in args or (items and origin is list) else "")
         return f"a JSON list [{shown}]" if items else "a JSON list, e.g. [1, 2]"
     return f"a {getattr(hint, '__name__', hint)}"
+
+
+def require_at_least(what: str, minimum: float, **values) -> None:
+    """A WMError naming the first of `values` below `minimum` (or not a number: NaN), as `what` settings."""
+    for name, value in values.items():
+        if not value >= minimum:
+            raise WMError(f"{what} setting {name}={value} must be at least {minimum}")

@@ -42,6 +42,7 @@ from wm.models.checkpoint import (
     save_checkpoint,
     truncate_log,
 )
+from wm.settings import require_at_least
 
 MAX_BATCH = 65536  # windows per batch: more would not fit any machine's memory at the smallest image size
 
@@ -70,12 +71,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """One-line errors for settings no run can use (they used to fail deep inside torch)."""
-        counts = {"steps": self.steps, "batch_size": self.batch_size, "val_every": self.val_every,
-                  "val_batches": self.val_batches, "ckpt_every": self.ckpt_every, "keep": self.keep,
-                  "log_every": self.log_every}  # fmt: skip
-        for name, value in counts.items():
-            if value < 1:
-                raise WMError(f"training setting {name}={value} must be at least 1")
+        require_at_least("training", 1, steps=self.steps, batch_size=self.batch_size, val_every=self.val_every,
+                         val_batches=self.val_batches, ckpt_every=self.ckpt_every, keep=self.keep,
+                         log_every=self.log_every)  # fmt: skip
         if self.batch_size > MAX_BATCH:
             raise WMError(f"training setting batch_size={self.batch_size} is above {MAX_BATCH}; lower it")
         if not self.lr >= 0 or (self.encoder_lr is not None and not self.encoder_lr >= 0):  # 0: nothing moves

@@ -48,6 +48,8 @@ def keygen(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     Refuses to overwrite existing key files."""
     require_curve()
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise WMError(f"{out} is a file, not a folder for the keys; pass another --out directory")
     public_path, secret_path = out / PUBLIC_NAME, out / SECRET_NAME
     existing = [str(p) for p in (public_path, secret_path) if p.exists()]
     if existing:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wm.errors import WMError
+from wm.outputs import require_run_dir
 
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 256, "warmup_steps": 100, "weight_decay": 1e-4, "val_every": 500}
 
@@ -94,6 +95,7 @@ def run_bc(cfg: BCConfig) -> dict:
     from wm.models.checkpoint import load_checkpoint
     from wm.train import Trainer
 
+    require_run_dir(cfg.out)
     if cfg.policy not in CLONED:
         raise WMError(f"--policy must be one of {', '.join(CLONED)}, got {cfg.policy!r}")
     if cfg.demos is not None and cfg.demos < 1:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wm.errors import WMError
+from wm.outputs import require_run_dir
 
 
 @dataclass
@@ -91,6 +92,7 @@ def run_refine(cfg: RefineRunConfig) -> dict:
     from wm.device import resolve_device
     from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
 
+    require_run_dir(cfg.out)
     refine_cfg = refine_config(cfg)
     policy_path = resolve_checkpoint(cfg.policy, "policy")
     policy, config, model, wm_config = load_policy(policy_path, cfg.world_model, resolve_device(cfg.device))

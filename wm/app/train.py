@@ -31,6 +31,7 @@ from wm.data.windows import WindowConfig, normalization_stats, split_episodes
 from wm.errors import WMError
 from wm.models.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from wm.models.registry import FAMILIES, family
+from wm.outputs import require_run_dir
 from wm.settings import route_settings
 from wm.train import TrainConfig, Trainer
 
@@ -95,6 +96,7 @@ def run_settings(cfg: TrainRunConfig) -> tuple[object, TrainConfig, SplitConfig,
 
 
 def run_train(cfg: TrainRunConfig) -> dict:
+    require_run_dir(cfg.out)
     model_cfg, train_cfg, split, model_settings = run_settings(cfg)
     init = init_model = init_config = None
     if cfg.init is not None:

@@ -153,6 +153,9 @@ def read_config(path) -> dict:
         config = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise WMError(f"{cfg_file} is not valid JSON ({e.msg}); the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        held = "null" if config is None else type(config).__name__
+        raise WMError(f"{cfg_file} holds a JSON {held}, not a config object; the checkpoint is damaged")
     if config.get("format", 0) > FORMAT:
         raise WMError(f"{path} was written by a newer wm-engine (format {config['format']}); upgrade")
     return _migrate(config)

@@ -101,6 +101,8 @@ class CheckpointConfig:
 
     @classmethod
     def parse(cls, raw: dict, path) -> CheckpointConfig:
+        if "policy" in raw:
+            raise WMError(f"{path} is a policy checkpoint (`wm bc`), not a world model; pass its world model instead")
         if not isinstance(raw.get("model"), dict) or "kind" not in raw["model"]:
             raise WMError(f"{path}/config.json describes no model; pass a world-model checkpoint from `wm train`")
         plan = dict(raw.get("plan", {}))

@@ -6,8 +6,9 @@ Written (pyarrow for parquet, PyAV for mp4), with `episodes_per_file` episodes i
   videos/observation.image/chunk-000/file-XXX.mp4   H.264 yuv420p, the file's episodes back to back
   meta/episodes/chunk-000/file-000.parquet   one row per episode: length, its data and video file, its
                                              from/to timestamps in the video, per-episode stats/<feature>/<stat>
-  meta/tasks.parquet, meta/stats.json        one task; min/max/mean/std/count per feature (images per channel
-                                             in [0, 1], shape (3, 1, 1), as LeRobot keeps them)
+  meta/tasks.parquet, meta/stats.json        one task; min/max/mean/std/count and the q01/q10/q50/q90/q99
+                                             quantiles per feature (images per channel in [0, 1], shape (3, 1, 1),
+                                             as LeRobot keeps them; QUANTILES normalisation needs the quantiles)
   meta/info.json                             written last: a folder without it is an unfinished export
 
 Alignment: the store's rows are LeRobot's rows (action[t] commanded at frame t), the last frame's 0 action included.
@@ -36,6 +37,7 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 DATASET_FILES = "LeRobot dataset files"  # what a non-empty --out would mix
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's default set
 
 
 def _names(given, prefix: str, dim: int) -> list[str]:
@@ -77,19 +79,22 @@ def features_of(store: EpisodeStore, fps: int) -> dict:
 
 
 def feature_stats(values: np.ndarray) -> dict:
-    """min/max/mean/std/count over the rows of `values` `(L, D)`."""
+    """min/max/mean/std/count and the `QUANTILES` over the rows of `values` `(L, D)`."""
     values = np.asarray(values, np.float64)
+    quantiles = np.quantile(values, list(QUANTILES.values()), axis=0)
     return {
         "min": values.min(0),
         "max": values.max(0),
         "mean": values.mean(0),
         "std": values.std(0),
         "count": np.array([len(values)]),
+        **dict(zip(QUANTILES, quantiles, strict=True)),
     }
 
 
 def merge_stats(parts: list[dict]) -> dict:
-    """The `feature_stats` of the concatenated rows from the stats of each part."""
+    """The `feature_stats` of the concatenated rows from the stats of each part. Quantiles are the count-weighted
+    mean of the parts' quantiles, as LeRobot aggregates them (exact for one part, an estimate otherwise)."""
     counts = np.array([p["count"][0] for p in parts], np.float64)
     means = np.stack([p["mean"] for p in parts])
     weights = (counts / counts.sum()).reshape(-1, *[1] * (means.ndim - 1))
@@ -101,6 +106,7 @@ def merge_stats(parts: list[dict]) -> dict:
         "mean": mean,
         "std": np.sqrt(var),
         "count": np.array([int(counts.sum())]),
+        **{q: (weights * np.stack([p[q] for p in parts])).sum(0) for q in QUANTILES},
     }
 
 

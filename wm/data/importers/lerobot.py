@@ -54,14 +54,37 @@ def _read_info(root: Path) -> dict:
         raise WMError(f"{root} is not a LeRobot dataset: {INFO} is missing")
     try:
         info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise WMError(f"{path} cannot be read as JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
+        raise WMError(f"{path} cannot be read as JSON ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(info, dict):
+        raise WMError(f"{path} holds a JSON {type(info).__name__}, not an object; not a LeRobot info.json")
     missing = [k for k in ("codebase_version", "fps", "features", "data_path") if k not in info]
     if missing:
         raise WMError(f"{path} lacks {', '.join(missing)}; not a LeRobot v2/v3 info.json")
+    _check_info(path, info)
     if info["codebase_version"] not in (V3, *V2):
         raise WMError(f"{root} is LeRobot {info['codebase_version']}; this importer reads v3.0, v2.1 and v2.0")
     return info
+
+
+def _check_info(path: Path, info: dict) -> None:
+    """A WMError for an info.json whose fields have the wrong types (what LeRobot writes: fps a positive number,
+    features an object of `{dtype, shape}` objects, paths format strings)."""
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e6:
+        raise WMError(f"{path}: fps must be a positive number of frames per second, got {fps!r}")
+    features = info["features"]
+    if not isinstance(features, dict) or not all(isinstance(f, dict) for f in features.values()):
+        raise WMError(f"{path}: features must be an object of {{dtype, shape}} objects, got {type(features).__name__}")
+    for key, feature in features.items():
+        shape = feature.get("shape")
+        if not isinstance(feature.get("dtype"), str) or not isinstance(shape, list):
+            raise WMError(f"{path}: feature {key!r} needs a dtype string and a shape list, got {feature}"[:300])
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+            raise WMError(f"{path}: feature {key!r} has shape {shape}; its sizes must be positive integers")
+    for name, allowed in (("data_path", str), ("video_path", str | None)):
+        if not isinstance(info.get(name), allowed):
+            raise WMError(f"{path}: {name} must be a format string, got {info.get(name)!r}")
 
 
 def _table(path: Path, columns: tuple[str, ...]):
@@ -151,7 +174,7 @@ def open_lerobot(src: str, opts: ImportOptions) -> Source:
     vectors.pop(action)
     proprio = pick_key("state feature", vectors, opts.proprio_key, ("observation.state",), "--proprio-key")
     is_video = features[rgb]["dtype"] == "video"
-    if is_video and "video_path" not in info:
+    if is_video and not info.get("video_path"):
         raise WMError(f"{root / INFO} has video feature {rgb!r} but no video_path")
     if is_video:
         import av  # noqa: F401  (decoding needs PyAV: fail here, before a store is created)
