@@ -42,7 +42,9 @@ def test_planning_presets_name_mpc_settings_and_wall_holds_its_actions_in_blocks
     for preset in presets.values():
         with_preset(MPCConfig(), preset)  # unknown settings are a WMError
     assert presets["jepa-wall"] == {"hold_in_block": True, "iterations": 20}
-    assert presets["jepa-pointmaze"] == presets["jepa-pusht"] == {}
+    assert presets["jepa-pointmaze"] == {}
+    assert presets["jepa-pusht"] == {"planner": "icem", "samples": 200, "iterations": 5, "horizon": 5,
+                                     "objective_mode": "last", "proprio_weight": 0.0}  # fmt: skip
     assert presets["jepa-reacher"] == {"planner": "icem", "guide": "../bc-reacher"}  # relative to the checkpoint
     _, reacher = load_checkpoint(ROOT / "checkpoints" / "jepa-reacher")
     assert Path(reacher.plan_preset["guide"]).resolve() == (ROOT / "checkpoints" / "bc-reacher").resolve()
