@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from planners.base import Planner
-from planners.objectives import Objective, goal_objective
+from planners.objectives import Objective, SuccessObjective, goal_objective
 from planners.registry import planner_from_budget
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
@@ -71,6 +71,7 @@ class MPCConfig:
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
     guide: str | None = None  # a policy checkpoint whose rollouts guide the search (`policies.guide`); "none": none
     guide_samples: int = 16  # its rollouts per plan
+    success_weight: float = 0.0  # weight of -log p(success) from the model's success head (objectives.SuccessObjective)
 
 
 def with_preset(cfg: MPCConfig, preset: dict) -> MPCConfig:
@@ -107,6 +108,8 @@ def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "c
     objective = goal_objective(
         spec.visual_dim, mode=cfg.objective_mode, proprio_weight=proprio_weight, proprio_mode=cfg.proprio_mode
     )
+    if cfg.success_weight:
+        objective = objective + cfg.success_weight * SuccessObjective(model)
     if guide is not None and not planner.GUIDED:
         raise WMError(f"--guide needs a population planner (cem, icem or mppi), not {cfg.planner}")
     return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16, guide)

@@ -64,6 +64,23 @@ class GoalObjective(Objective):
         return (per_step * weights).sum(-1) / weights.sum()
 
 
+class SuccessObjective(Objective):
+    """`-log p(success)` of the last imagined frame against the goal, from the world model's success head: a learned
+    judge of the env's own success test (trained on env-judged hindsight labels of the offline data), where a
+    latent distance weighs everything in the image alike (on PushT, the pusher as much as the block's pose). The
+    model must have a head (`success_mode`); a frame-only head ignores the goal."""
+
+    def __init__(self, model):
+        if model.success_mode is None:
+            raise WMError("a success objective needs a success head; train one with `wm train --init CK "
+                          "success_head=true only=success`")  # fmt: skip
+        self.model = model
+
+    def __call__(self, z_future: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
+        goal = z_goal[:, None] if self.model.success_mode == "goal" else None  # (B, 1, N, D)
+        return F.softplus(-self.model.success_logits(z_future[:, :, -1], goal))  # (B, S)
+
+
 class WeightedSum(Objective):
     def __init__(self, terms: list[tuple[float, Objective]]):
         self.terms = [

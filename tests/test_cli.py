@@ -1,5 +1,6 @@
 """The `wm` CLI end to end: collect, info, envs, and the one-line error paths (nothing on disk is lost)."""
 
+import errno
 import json
 import shutil
 import subprocess
@@ -248,3 +249,15 @@ def test_unusable_outputs_and_checkpoints_are_one_line_errors(capsys, collected,
     assert a_file.read_text() == "keep me"
     assert sorted(p.name for p in copy.iterdir()) == ["config.json", "model.safetensors"]
     assert not any((tmp_path / name).exists() for name in ("bc", "r"))
+
+
+def test_a_full_disk_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s" / "data"))
+
+    monkeypatch.setattr(EpisodeStore, "append_episode", no_space)
+    capsys.readouterr()
+    assert main([*MAZE_5x12, "--workers", "1", "--out", str(tmp_path / "s")]) == 2
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # after the progress bar
+    assert last == (f"wm: error: no space left on the disk writing {tmp_path / 's' / 'data'}; free some and re-run "
+                    "(what was committed is kept)")  # fmt: skip

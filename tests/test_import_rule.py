@@ -60,11 +60,13 @@ def test_only_the_apps_wire_planners_and_policies_into_the_library():
 
 
 def test_no_app_module_imports_another_but_the_composers():
-    """The CLI, the demo and the Python API compose the jobs; scripts use the library and the Python API."""
+    """The CLI, the demo and the Python API compose the jobs; scripts use the library, the Python API and the
+    command line's entry point (`wm.app.cli.main`, the commands as a user types them), never a job's module."""
     composers = {"cli.py", "demo.py", "api.py"}
     ok = lambda p, n: p.name in composers or not within(n, "wm.app")  # noqa: E731
     assert violations(files("wm/app"), ok) == []
-    assert violations(files("scripts"), lambda p, n: n == "wm.app.api" or not within(n, "wm.app")) == []
+    entry_points = {"wm.app.api", "wm.app.cli"}
+    assert violations(files("scripts"), lambda p, n: n in entry_points or not within(n, "wm.app")) == []
 
 
 def test_a_folder_named_like_an_engine_package_is_named_in_one_line(tmp_path):

@@ -167,3 +167,35 @@ def test_elites_default_to_a_tenth_of_the_samples():
     for planner in ("cem", "icem"):
         controller = build_mpc(model, MPCConfig(planner=planner, samples=16, iterations=1, horizon=2))
         assert controller.planner.elites == 1 and controller.planner.samples == 16
+
+
+def test_the_success_objective_scores_the_last_imagined_frame_with_the_success_head():
+    from pathlib import Path
+
+    import pytest
+
+    from planners.mpc import MPCConfig, build_mpc
+    from planners.objectives import SuccessObjective, WeightedSum
+    from wm.errors import WMError
+    from wm.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(Path(__file__).parent.parent / "checkpoints" / "jepa-pointmaze")
+    spec = model.spec
+    g = torch.Generator().manual_seed(0)
+    z_future = torch.randn(2, 5, 3, spec.tokens, spec.latent_dim, generator=g)  # (B, S, H, N, D)
+    z_goal = torch.randn(2, spec.tokens, spec.latent_dim, generator=g)
+    with torch.no_grad():
+        cost = SuccessObjective(model)(z_future, z_goal)
+        logits = model.success_logits(z_future[:, :, -1], z_goal[:, None])  # (B, S)
+        earlier = z_future.clone()
+        earlier[:, :, :-1] += 1.0
+        again = SuccessObjective(model)(earlier, z_goal)
+    assert cost.shape == (2, 5) and (cost > 0).all()
+    torch.testing.assert_close(cost, torch.nn.functional.softplus(-logits))  # -log p(success)
+    torch.testing.assert_close(again, cost)  # only the last frame counts
+    objective = build_mpc(model, MPCConfig(success_weight=2.0)).objective
+    assert isinstance(objective, WeightedSum) and objective.terms[-1][0] == 2.0
+    assert isinstance(objective.terms[-1][1], SuccessObjective)
+    model.success = None
+    with pytest.raises(WMError, match="a success objective needs a success head"):
+        build_mpc(model, MPCConfig(success_weight=1.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -228,9 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wm: interrupted; everything already committed to disk is kept", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug, not bad input: still one line unless --debug
+    except Exception as e:  # a bug, not bad input (but a full disk): still one line unless --debug
         if debug:
             traceback.print_exc()
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"wm: error: no space left on the disk{where}; free some and re-run (what was committed is kept)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(
             f"wm: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
             file=sys.stderr,

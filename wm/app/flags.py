@@ -84,6 +84,8 @@ def add_mpc_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", help="policy checkpoint (`wm bc`) whose rollouts in the model guide the search; none: "
                    "not even the checkpoint's preset's")  # fmt: skip
     p.add_argument("--guide-samples", type=positive_int, help="policy rollouts per plan with a guide (default 16)")
+    p.add_argument("--success-weight", type=float, help="weight of -log p(success) of the model's success head in "
+                   "the objective (default 0: off)")  # fmt: skip
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
