@@ -237,6 +237,19 @@ def test_unusable_outputs_and_checkpoints_are_one_line_errors(capsys, collected,
     for argv, match in [
         ([*train, str(a_file)], "is a file, not a run folder"),
         ([*train, str(copy / "run")], "is inside the checkpoint"),
+        ([*train, str(tmp_path / "t"), "predictor.heads=0"], "predictor dim=128 and heads=0 must be at least 1"),
+        (
+            [
+                "imagine",
+                "--checkpoint",
+                str(shipped / "jepa-wall"),
+                "--data",
+                str(collected),
+                "--out",
+                str(tmp_path / "v.mp4"),
+            ],
+            "holds other data (wm/PointMaze-v0) than the world model was trained on",
+        ),
         (["robot", "keygen", "--out", str(a_file)], "is a file, not a folder for the keys"),
         (["eval-model", "--checkpoint", str(tmp_path / "null"), "--data", str(collected)], "holds a JSON null"),
         (["eval-model", "--checkpoint", str(tmp_path / "list"), "--data", str(collected)], "holds a JSON list"),
@@ -248,7 +261,7 @@ def test_unusable_outputs_and_checkpoints_are_one_line_errors(capsys, collected,
         one_line_error(capsys, argv, match)
     assert a_file.read_text() == "keep me"
     assert sorted(p.name for p in copy.iterdir()) == ["config.json", "model.safetensors"]
-    assert not any((tmp_path / name).exists() for name in ("bc", "r"))
+    assert not any((tmp_path / name).exists() for name in ("bc", "r", "t", "v.mp4"))
 
 
 def test_a_full_disk_is_a_one_line_error(capsys, tmp_path, monkeypatch):

@@ -99,8 +99,8 @@ def _imagine(args: argparse.Namespace) -> None:
     from wm.evaluation.open_loop import imagine_episode
     from wm.models.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    print(json.dumps(imagine_episode(model, args.data, args.episode, args.out), indent=2))
+    model, config = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    print(json.dumps(imagine_episode(model, args.data, args.episode, args.out, config.trained_on), indent=2))
 
 
 def _plan(args: argparse.Namespace) -> None:

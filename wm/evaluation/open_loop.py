@@ -138,14 +138,16 @@ def evaluate(model, config, data, horizon: int = 5, max_windows: int = 512, batc
 
 
 @torch.no_grad()
-def imagine_episode(model, data, episode: int, out, scale: int = 4) -> dict:
+def imagine_episode(model, data, episode: int, out, trained_on=None, scale: int = 4) -> dict:
     """Write the video of a loaded world model's imagination to the new .mp4 file `out`; returns where it is and the
-    imagined frames' pixel MSE."""
+    imagined frames' pixel MSE. With `trained_on` (the checkpoint's `TrainedOn`), a store of other data is refused."""
     out = require_new_file(out, ".mp4")
     device = next(model.parameters()).device
     spec = model.spec
     h, fs = spec.num_hist, spec.frameskip
     with EpisodeStore.open(data) as store:
+        if trained_on is not None:
+            trained_on.require_same_data(store)
         ep = store.episode(episode, ["rgb", "proprio", "action"])
     frames = ep["rgb"][::fs]  # (T, H, W, 3)
     steps = (len(ep["rgb"]) - 1) // fs  # transitions with a full action block

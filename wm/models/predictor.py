@@ -51,6 +51,8 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONINGS:
             raise WMError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.heads < 1 or self.dim < 1:
+            raise WMError(f"predictor dim={self.dim} and heads={self.heads} must be at least 1")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise WMError(f"dim {self.dim} must split into {self.heads} heads of even width (RoPE rotates pairs)")
         if min(self.latent_dim, self.tokens_per_frame, self.action_dim, self.num_hist, self.depth) < 1:
