@@ -26,6 +26,7 @@ under the settings given explicitly. `build_mpc(model, cfg, seed)` makes the con
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -100,6 +101,9 @@ def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "c
     """The MPC controller `cfg` describes (planner, budget, goal objective, replanning) for `model`; with `guide`,
     a policy's rollouts join each plan's search (`policies.guide`)."""
     spec = model.spec
+    for name in ("proprio_weight", "success_weight"):
+        if not 0 <= getattr(cfg, name) < math.inf:
+            raise WMError(f"planning setting {name}={getattr(cfg, name)} must be a number >= 0")
     action_dim = spec.action_dim if cfg.hold_in_block else spec.block_action_dim
     elites = cfg.elites if cfg.elites is not None else elites_for(cfg.samples)
     budget = {"samples": cfg.samples, "elites": elites, "iterations": cfg.iterations}

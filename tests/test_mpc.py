@@ -196,6 +196,9 @@ def test_the_success_objective_scores_the_last_imagined_frame_with_the_success_h
     objective = build_mpc(model, MPCConfig(success_weight=2.0)).objective
     assert isinstance(objective, WeightedSum) and objective.terms[-1][0] == 2.0
     assert isinstance(objective.terms[-1][1], SuccessObjective)
+    for bad in ({"success_weight": float("nan")}, {"proprio_weight": -1.0}, {"proprio_weight": float("inf")}):
+        with pytest.raises(WMError, match=f"planning setting {next(iter(bad))}=.* must be a number >= 0"):
+            build_mpc(model, MPCConfig(**bad))
     model.success = None
     with pytest.raises(WMError, match="a success objective needs a success head"):
         build_mpc(model, MPCConfig(success_weight=1.0))
