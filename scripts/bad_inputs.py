@@ -178,7 +178,7 @@ def cases(p: dict[str, str], tmp: Path) -> list[tuple[str, list[str]]]:
         ["--proprio-weight", "nan"], ["--proprio-weight", "abc"], ["--proprio-weight", "-1"],
         ["--objective-mode", "best"], ["--guide", p["missing"]], ["--guide", wm], ["--guide", str(SHIPPED / "bc-wall")],
         ["--data", p["missing"]], ["--data", p["wall"]], ["--seed", "-1"], ["--device", "tpu"],
-        ["--goal-source", "nowhere"], ["--goal-velocity", "fast"], ["--budget", "1000000"])]  # fmt: skip
+        ["--goal-source", "nowhere"], ["--goal-velocity", "fast"])]  # fmt: skip
     c += [("plan", [*plan, "--out", out]) for out in (p["file"], p["full"])]
 
     bc = ["bc", "--data", p["maze100"], "--world-model", wm, "--policy", "gaussian", "--steps", "1"]
