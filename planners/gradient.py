@@ -33,10 +33,11 @@ class GradientPlanner(PlannerBase):
         if self.restarts < 1 or self.iterations < 1 or self.lr <= 0:
             raise WMError("gradient planner needs restarts >= 1, iterations >= 1 and lr > 0: fix the planner config")
 
-    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None) -> Tensor:
-        """(B, H, A) best sequences for B problems; `init (B, H, A)` is restart 0."""
+    def plan(self, cost_fn: CostFn, batch_size: int, init: Tensor | None = None,
+             proposals: Tensor | None = None) -> Tensor:  # fmt: skip
+        """(B, H, A) best sequences for B problems; `init (B, H, A)` is restart 0 (proposals: a WMError, unguided)."""
         with torch.enable_grad():  # a caller under torch.no_grad() still gets gradients
-            return super().plan(cost_fn, batch_size, init)
+            return super().plan(cost_fn, batch_size, init, proposals)
 
     def begin(self, start: Tensor, warm: bool) -> dict:
         shape = (start.shape[0], self.restarts, self.horizon, self.action_dim)

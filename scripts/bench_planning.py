@@ -1,4 +1,4 @@
-"""Benchmark planning on this machine; prints one JSON object.
+"""Benchmark planning on this machine: one JSON line per row as it finishes, then the whole report as one object.
 
 - `planners`: per-replan latency of every planner through the MPC controller, on the same world model, the same
   B problems (real observations and goals of a built-in env) and the same budget of samples x iterations;
@@ -10,9 +10,12 @@
   ".[bench]"`) on the same toy dynamics and cost (a 2-D double integrator, K samples, horizon T);
 - `flops`: the machine's dense matmul FLOP/s (fp32 and bf16) and the FLOP/s our CEM replan achieves in each
   (FLOPs counted by `torch.utils.flop_counter`) as a fraction of it.
-Every planner runs in fp32 and under bf16 autocast (`MPCController(bf16=True)`); the reference stays fp32.
+Every planner runs in fp32, and under bf16 autocast (`MPCController(bf16=True)`) where the CPU multiplies bf16
+natively (AVX512-BF16 or AMX; `--bf16 on` forces the emulated kind, which is slower than fp32 and took this bench
+past 15 minutes on an AVX2 CPU); the reference stays fp32. The defaults finish in about 3 minutes on 2 cores.
 
 Usage: python scripts/bench_planning.py [--checkpoint checkpoints/jepa-pointmaze] [--problems 8] [--repeats 3]
+           [--bf16 auto|on|off]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from envs.registry import make_env
 from planners.mpc import MPCController
 from planners.objectives import goal_objective
 from planners.registry import make_planner
+from wm.device import native_bf16
 from wm.models.checkpoint import load_checkpoint
 
 PLANNER_BUDGETS = {  # the same 3000 candidate evaluations per replan (gradient: 30 restarts x 100 Adam steps)
@@ -200,9 +204,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-problems", type=int, default=2, help="problems the slow reference loop plans")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="auto: only where native")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    started = time.time()
+    precisions = ["fp32", "bf16"] if args.bf16 == "on" or (args.bf16 == "auto" and native_bf16()) else ["fp32"]
     model, config = load_checkpoint(args.checkpoint)
     horizon = 5
     env_id = config.trained_on.env_id
@@ -214,24 +221,31 @@ def main() -> None:
         "threads": args.threads,
         "horizon": horizon,
         "device": "cpu",
+        "precisions": precisions if "bf16" in precisions else ["fp32 (bf16 is emulated on this CPU: --bf16 on)"],
         "planners": {},
     }
-    for precision in ("fp32", "bf16"):
+    stream({k: v for k, v in report.items() if k != "planners"})
+    for precision in precisions:
         for name in PLANNER_BUDGETS:
             with torch.set_grad_enabled(name == "gradient"):
                 times = replan_latency(model, name, start, goal, args.repeats, horizon, bf16=precision == "bf16")
-            report["planners"][f"{name}_{precision}"] = _latency(times, args.problems, PLANNER_BUDGETS[name])
+            row = _latency(times, args.problems, PLANNER_BUDGETS[name])
+            report["planners"][f"{name}_{precision}"] = row
+            stream({"planner": name, "precision": precision, **row})
     with torch.no_grad():
         ref_start = {k: v[: args.reference_problems] for k, v in start.items()}
         ref_goal = {k: v[: args.reference_problems] for k, v in goal.items()}
         reference = reference_cem(model, ref_start, ref_goal, horizon, samples=300, elites=30, iterations=10)
         report["reference"] = {"per_problem_s": round(reference, 4), "budget": "CEM 300 x 10 iterations, horizon 5"}
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             ours = report["planners"][f"cem_{precision}"]["per_problem_s"]
             report["reference"][f"speedup_{precision}"] = round(reference / ours, 1)
+        stream({"reference": report["reference"]})
         flops = replan_flops(model, start, goal, horizon)
     report["flops"] = {"cem_replan_gflop": round(flops / 1e9, 3)}
     for dtype, precision in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        if precision not in precisions:
+            continue
         peak = matmul_flops(dtype)
         achieved = flops / report["planners"][f"cem_{precision}"]["p50_s"]
         report["flops"][precision] = {
@@ -239,8 +253,16 @@ def main() -> None:
             "cem_achieved_gflops": round(achieved / 1e9, 2),
             "fraction_of_peak": round(achieved / peak, 3),
         }
+    stream({"flops": report["flops"]})
     report["mppi_vs_pytorch_mppi"] = {"samples": 500, "horizon": 15, **mppi_comparison(500, 15, commands=50)}
-    print(json.dumps(report, indent=2))
+    stream({"mppi_vs_pytorch_mppi": report["mppi_vs_pytorch_mppi"]})
+    report["seconds"] = round(time.time() - started, 1)
+    print(json.dumps(report, indent=2), flush=True)
+
+
+def stream(row: dict) -> None:
+    """One row of the report as a JSON line, now (a long bench shows its progress)."""
+    print(json.dumps(row), flush=True)
 
 
 def _latency(times: list[float], problems: int, budget: dict) -> dict:

@@ -1,11 +1,12 @@
 """MPC and objectives on a toy world model whose dynamics are known: z_{t+1} = z_t + sum(block actions)."""
 
 import numpy as np
+import pytest
 import torch
 
 from planners.mpc import MPCController
 from planners.objectives import GoalObjective, goal_objective
-from planners.registry import make_planner
+from planners.registry import PLANNERS, make_planner
 from wm.models.protocol import ModelSpec
 
 
@@ -202,3 +203,15 @@ def test_the_success_objective_scores_the_last_imagined_frame_with_the_success_h
     model.success = None
     with pytest.raises(WMError, match="a success objective needs a success head"):
         build_mpc(model, MPCConfig(success_weight=1.0))
+
+
+@pytest.mark.parametrize("name", list(PLANNERS))
+def test_every_planner_plans_through_the_mpc_controller(name):
+    """Each registered planner takes the controller's call (the gradient planner once lost it to `proposals`)."""
+    from planners.registry import planner_from_budget
+
+    planner = planner_from_budget(name, horizon=3, action_dim=4, samples=16, elites=4, iterations=2)
+    controller = MPCController(ToyModel(), planner, goal_objective(visual_dim=2))
+    controller.reset({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": torch.tensor([[0.5, 0.0]] * 2)})
+    chunk = controller.act({"rgb": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "proprio": torch.zeros(2, 2), "step": 0})
+    assert chunk.shape == (2, 2, 2) and bool((chunk.abs() <= 1.0).all())

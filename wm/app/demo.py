@@ -21,7 +21,7 @@ from wm.app.plan import PlanConfig, run_plan
 from wm.app.train import TrainRunConfig, run_train
 from wm.data.collection import CollectConfig, run_collect
 from wm.data.summary import summarize
-from wm.device import resolve_device
+from wm.device import native_bf16, resolve_device
 from wm.errors import WMError
 from wm.evaluation.open_loop import evaluate, imagine_episode
 from wm.models.checkpoint import load_checkpoint
@@ -53,15 +53,6 @@ def new_run_dir(parent) -> Path:
         except OSError as e:
             raise WMError(f"cannot create {run}: {e.strerror}; pass a writable --out") from e
     raise WMError(f"too many runs started this second in {parent}; try again")
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where bf16 planning is several times
-    faster; elsewhere bf16 is emulated and slower than fp32."""
-    import torch
-
-    cpu = torch.cpu
-    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def run_refine_stage(run: Path, env_id: str, seed: int) -> dict:
