@@ -38,8 +38,9 @@ def recorded_world_model(policy_path, recorded: str) -> Path:
     path it was given, shipped policies `checkpoints/jepa-...`) from the working directory, else from the policy's
     folder or a folder above it (so a shipped policy finds its world model from anywhere)."""
     recorded_path = Path(recorded)
-    bases = [Path.cwd(), *Path(policy_path).resolve().parents] if not recorded_path.is_absolute() else [Path("/")]
-    found = next((base / recorded_path for base in bases if (base / recorded_path).exists()), None)
+    bases = () if recorded_path.is_absolute() else (Path.cwd(), *Path(policy_path).resolve().parents)
+    candidates = [base / recorded_path for base in bases] or [recorded_path]
+    found = next((c for c in candidates if c.exists()), None)
     if found is None:
         raise WMError(f"the policy's world model {recorded} is not there; pass --world-model CHECKPOINT")
     return found

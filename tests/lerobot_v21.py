@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from wm.data.exporters.lerobot import INDEX_FEATURES, feature_stats
+from wm.data.exporters.lerobot import INDEX_FEATURES, feature_stats, image_stats
 from wm.data.exporters.video import Mp4Writer
 
 
@@ -44,9 +44,7 @@ def write_lerobot_v21(root, episodes, cameras: dict, dtype: str, fps: int = 10, 
                    for k, v in numeric.items()}  # fmt: skip
         stats = {k: feature_stats(v.reshape(length, -1)) for k, v in numeric.items()}
         for key, frames in cameras.items():
-            image = feature_stats(frames[i].reshape(-1, 3) / 255.0)
-            stats[key] = {s: v if s == "count" else v.reshape(3, 1, 1) for s, v in image.items()}
-            stats[key]["count"] = np.array([length])
+            stats[key] = image_stats(frames[i])
             if dtype == "image":
                 columns[key] = pa.array([{"bytes": _png(f), "path": None} for f in frames[i]])
             else:

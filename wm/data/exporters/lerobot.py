@@ -110,13 +110,17 @@ def merge_stats(parts: list[dict]) -> dict:
     }
 
 
-def episode_stats(columns: dict, rgb: np.ndarray) -> dict:
-    """`{feature: stats}` of one episode: its parquet `columns` and its frames `rgb` `(L, H, W, 3)` uint8 (per
-    channel in [0, 1], shaped `(3, 1, 1)`)."""
-    stats = {k: feature_stats(np.asarray(v).reshape(len(v), -1)) for k, v in columns.items()}
+def image_stats(rgb: np.ndarray) -> dict:
+    """`feature_stats` of frames `rgb` `(L, H, W, 3)` uint8 as LeRobot keeps an image feature's: per channel in
+    [0, 1], shaped `(3, 1, 1)`, counted in frames."""
     image = feature_stats(rgb.reshape(-1, 3) / 255.0)
-    stats[CAMERA] = {k: (v if k == "count" else v.reshape(3, 1, 1)) for k, v in image.items()}
-    stats[CAMERA]["count"] = np.array([len(rgb)])
+    return {k: (np.array([len(rgb)]) if k == "count" else v.reshape(3, 1, 1)) for k, v in image.items()}
+
+
+def episode_stats(columns: dict, rgb: np.ndarray) -> dict:
+    """`{feature: stats}` of one episode: its parquet `columns` and its frames `rgb` `(L, H, W, 3)` uint8."""
+    stats = {k: feature_stats(np.asarray(v).reshape(len(v), -1)) for k, v in columns.items()}
+    stats[CAMERA] = image_stats(rgb)
     return stats
 
 
