@@ -10,9 +10,10 @@
 Imagination (`wm.imagine.ImaginedVectorEnv`, autoreset in the same step as SB3 expects) starts from real histories
 of the world model's training store, with hindsight goals `goal_blocks` ahead and a short `horizon`; the reward is
 the success head's probability each block (`reward="probability"`: reach the goal and stay) or 1 on success (and the
-episode ends). Training runs in chunks of `checkpoint_every` imagined steps; every chunk starts from freshly drawn
-episodes seeded by the chunk's index and ends with a checkpoint (weights, optimizer, step, torch and numpy random
-states), so a run killed at any moment resumes from its last chunk and ends exactly where an unbroken run ends.
+episode ends), less `uncertainty_penalty` times the disagreement of an ensemble of success heads (MOPO). Training
+runs in chunks of `checkpoint_every` imagined steps; every chunk starts from freshly drawn episodes seeded by the
+chunk's index and ends with a checkpoint (weights, optimizer, step, torch and numpy random states), so a run killed
+at any moment resumes from its last chunk and ends exactly where an unbroken run ends.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RefineConfig:
     goal_blocks: tuple[int, int] = (1, 5)
     reward: str = "probability"
     anchor: float = 0.0  # ppo: weight of the BC anchor in the reward (0: off)
+    uncertainty_penalty: float = 0.0  # reward -= this * the success ensemble's disagreement (MOPO; 0: off)
     lr: float = 3e-5
     n_steps: int = 32  # blocks per env per rollout: a rollout is n_steps * num_envs imagined steps
     batch_size: int = 512
@@ -78,7 +80,8 @@ class RefineConfig:
         require_at_least("refine", 1, imagined_steps=self.imagined_steps, num_envs=self.num_envs, horizon=self.horizon,
                          n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                          critic_width=self.critic_width, checkpoint_every=self.checkpoint_every)  # fmt: skip
-        require_at_least("refine", 0, anchor=self.anchor, ent_coef=self.ent_coef)
+        require_at_least("refine", 0, anchor=self.anchor, ent_coef=self.ent_coef,
+                         uncertainty_penalty=self.uncertainty_penalty)  # fmt: skip
         if not (self.lr > 0 and 0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip_range > 0):
             raise WMError(f"refine settings lr={self.lr} and clip_range={self.clip_range} must be positive, gamma="
                           f"{self.gamma} in (0, 1] and gae_lambda={self.gae_lambda} in [0, 1]")  # fmt: skip
@@ -153,7 +156,8 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
     require_refinable(cfg.algo, policy.cfg.kind, run_config["bc_policy"]["path"])
     out = Path(out)
     env = ImaginedVectorEnv(model, starts, cfg.num_envs, cfg.horizon, policy.cfg.history, cfg.reward,
-                            autoreset_mode=AutoresetMode.SAME_STEP)  # fmt: skip
+                            autoreset_mode=AutoresetMode.SAME_STEP,
+                            uncertainty_penalty=cfg.uncertainty_penalty)  # fmt: skip
     if cfg.algo == "ppo":
         actor_config, actor_state = policy.cfg.to_dict(), policy.state_dict()
         vec = ImaginedSB3Env(env, anchor=(policy, cfg.anchor) if cfg.anchor > 0 else None)

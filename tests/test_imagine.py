@@ -199,3 +199,32 @@ def test_user_goal_images_become_the_goals_and_frames_can_be_looked_at(jepa, maz
     np.testing.assert_allclose(obs["goal"], expected.expand(5, -1, -1).numpy(), atol=1e-6)
     frames = env.render()
     assert frames.shape == (5, 64, 64, 3) and frames.dtype == np.uint8
+
+
+def test_an_ensemble_of_success_heads_charges_imagined_rewards_for_its_disagreement(maze, jepa, tmp_path):
+    from wm.app.train import TrainRunConfig, run_train
+    from wm.models.success_head import SuccessEnsemble
+
+    out = tmp_path / "ensemble"
+    settings = ["success_heads=3", "only=success", "val_every=30", "lr=2e-3"]
+    run_train(TrainRunConfig(str(maze), "jepa", str(out), steps=30, init=SHIPPED, overrides=settings))
+    model, _ = load_checkpoint(out / "model")
+    assert isinstance(model.success, SuccessEnsemble) and len(model.success.heads) == 3
+    first, second = (head.out[-1].weight for head in model.success.heads[:2])
+    assert not torch.equal(first, second)  # each member from its own initial weights
+
+    starts = StoreStarts(model, maze, goal_blocks=(1, 4), velocity_dims=VELOCITY)
+    rewards = {}
+    for penalty in (0.0, 2.0):
+        env = ImaginedVectorEnv(model, starts, num_envs=8, horizon=3, reward="probability",
+                                uncertainty_penalty=penalty)  # fmt: skip
+        env.reset(seed=1)
+        _, rewards[penalty], _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    spread = info["success_disagreement"]
+    assert spread.shape == (8,) and (spread >= 0).all() and spread.max() > 0
+    np.testing.assert_allclose(rewards[2.0], info["success_prob"] - 2.0 * spread, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rewards[0.0], info["success_prob"], rtol=1e-5, atol=1e-6)
+
+    single, _, _ = jepa
+    with pytest.raises(WMError, match="ensemble of success heads"):
+        ImaginedVectorEnv(single, starts, num_envs=2, reward="probability", uncertainty_penalty=1.0)

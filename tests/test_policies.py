@@ -3,6 +3,7 @@
 imagined) and `wm validate --controller policy`, and the one-line errors of bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,13 +101,37 @@ def test_eval_policy_reports_real_zero_action_and_imagined_success(cloned, maze,
     assert (out / "summary.png").is_file() and (out / "episode_0.mp4").is_file()
 
 
+def other_encoder(checkpoint, out):
+    """A copy of `checkpoint` whose encoder's first weight moved: a world model with other latents."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(checkpoint, out)
+    tensors = load_file(out / "model.safetensors")
+    key = next(k for k in sorted(tensors) if k.startswith("encoder.") and tensors[k].is_floating_point())
+    tensors[key] = tensors[key] + 0.1
+    save_file(tensors, out / "model.safetensors")
+    return out
+
+
+def test_a_policy_takes_a_fine_tune_that_kept_its_latents_and_refuses_other_latents(cloned, jepa, tmp_path):
+    """The success head of `jepa` was trained alone on the shipped model: same latents, so the policy cloned on
+    `jepa` runs on the shipped model too; a model whose encoder moved is refused."""
+    _, _, _, wm_config = load_policy(cloned, SHIPPED)
+    assert wm_config.path.resolve() == Path(SHIPPED).resolve()
+    with pytest.raises(WMError, match="latents of"):
+        load_policy(cloned, other_encoder(jepa[2], tmp_path / "other"))
+
+
 def test_bad_policy_input_gives_one_line_errors_and_writes_nothing(cloned, maze, jepa, tmp_path, capsys):
     bc = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian"]
     one_line_error(capsys, [*bc, "--out", str(tmp_path / "a"), "--demos", "0"], "at least 1")
     one_line_error(capsys, [*bc, "--out", str(tmp_path / "b"), "--demos", "99"], "more than the")
     one_line_error(capsys, [*bc, "--out", str(tmp_path / "c"), "widht=3"], "unknown setting")
     evaluate = ["eval-policy", "--policy", str(cloned), "--env", "wm/PointMaze-v0", "--data", str(maze)]
-    one_line_error(capsys, [*evaluate, "--world-model", SHIPPED, "--out", str(tmp_path / "d")], "latents of")
+    other = other_encoder(jepa[2], tmp_path / "other")  # another world model: its latents differ
+    one_line_error(capsys, [*evaluate, "--world-model", str(other), "--out", str(tmp_path / "d")], "latents of")
     one_line_error(capsys, [*evaluate, "--env", "wm/Wall-v0", "--out", str(tmp_path / "e")], "not wm/Wall-v0")
     policy, config, _, _ = load_policy(cloned)
     with torch.no_grad():

@@ -74,20 +74,22 @@ def dataset_goals(
     min_start: int = 0,
     solved=None,
     tries: int = 50,
+    episodes=None,
 ) -> list[dict]:
     """`count` pairs from the episodes of `store_path` that the checkpoint (`trained_on`) held out, each goal
     `goal_offset` env steps after its start, which is at least `min_start` steps into its episode (room for a
     history of real frames before it). Start and goal are the store's states (the env is reset to the start and
     judges the end against the goal); the goal image is the frame the store recorded at the goal state. With
     `solved(start_state, goal_state) -> bool` (the env's `is_success`), pairs already solved at the start are
-    redrawn (up to `tries` starts per episode, then another episode)."""
+    redrawn (up to `tries` starts per episode, then another episode). `episodes` draws from these episodes instead of
+    the held-out ones (`wm improve` runs its policy on training goals)."""
     path = Path(store_path)
     if not path.is_dir():
         raise WMError(f"goal store {path} not found; pass a store of {trained_on.env_id} (--data) or use random goals")
     with EpisodeStore.open(path) as store:
         if "state" not in store.keys:
             raise WMError(f"{path} has no simulator states; dataset goals need a store of an env with state hooks")
-        episodes, _ = trained_on.held_out(store)
+        episodes = trained_on.held_out(store)[0] if episodes is None else np.asarray(episodes, np.int64)
         lengths = store.episode_lengths()[episodes]
         usable = episodes[lengths > goal_offset + min_start]
         if len(usable) == 0:

@@ -11,7 +11,10 @@ model, so that any RL library that takes a vector env can train a policy without
 - Reward and `terminated` come from the model's frozen success head on the newest latents and the goal:
   `reward="success"` gives 1 when `sigmoid(logits) > threshold` (and terminates), `"probability"` gives the
   probability every step. `truncated` comes after `horizon` blocks.
-- `info`: `success_prob`, `success`, `imagined_step` per env (with gymnasium's `_key` masks).
+- `info`: `success_prob`, `success`, `imagined_step` per env (with gymnasium's `_key` masks), and with an ensemble of
+  success heads (`success_heads=5`) `success_disagreement`, the std of their probabilities: with
+  `uncertainty_penalty` the reward pays `penalty * disagreement` (MOPO), so a policy is not paid for states the
+  data says little about.
 - Autoreset as gymnasium's vector envs: `NEXT_STEP` (default; the step after an episode ends returns the new
   start, reward 0) or `SAME_STEP` (the new start comes at once, the last observation in `info["final_obs"]`).
 Nothing here is a real env step: `real_env_steps` is always 0, and `imagined_steps` counts env blocks imagined.
@@ -28,6 +31,7 @@ from wm.data.latent_frames import EpisodeLatents
 from wm.device import module_device
 from wm.errors import WMError
 from wm.models.protocol import WorldModel
+from wm.models.success_head import SuccessEnsemble
 
 
 class StoreStarts:
@@ -113,6 +117,7 @@ class ImaginedVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         device=None,
+        uncertainty_penalty: float = 0.0,
     ):
         if model.success_mode is None:
             raise WMError("imagination needs a world model with a success head (its reward); train one with "
@@ -127,6 +132,11 @@ class ImaginedVectorEnv(VectorEnv):
         self.model, self.starts, self.device = model, starts, device
         self.num_envs, self.horizon, self.history, self.reward_kind = num_envs, horizon, history, reward
         self.threshold, self.render_mode = threshold, render_mode
+        self.ensemble = isinstance(getattr(model, "success", None), SuccessEnsemble)
+        if uncertainty_penalty and not self.ensemble:
+            raise WMError("an uncertainty penalty needs an ensemble of success heads; train one with `wm train --init "
+                          "CK success_heads=5 only=success`")  # fmt: skip
+        self.uncertainty_penalty = uncertainty_penalty  # reward -= penalty * the success heads' disagreement (MOPO)
         self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": ["rgb_array"]}
         action = starts.spec["action"]
         low = np.tile(np.asarray(action["low"], np.float32), spec.frameskip)
@@ -178,10 +188,13 @@ class ImaginedVectorEnv(VectorEnv):
         prob = torch.sigmoid(self.model.success_logits(z_next, self.z_goal)).cpu().numpy()
         success = prob > self.threshold
         reward = success.astype(np.float32) if self.reward_kind == "success" else prob.astype(np.float32)
+        info = {"success_prob": prob, "success": success}
+        if self.ensemble:
+            info["success_disagreement"] = self.model.success_disagreement(z_next, self.z_goal).float().cpu().numpy()
+            reward = reward - self.uncertainty_penalty * info["success_disagreement"]
         self.steps += 1
         terminated = success if self.reward_kind == "success" else np.zeros(self.num_envs, bool)
         truncated = (self.steps >= self.horizon) & ~terminated
-        info = {"success_prob": prob, "success": success}
         was_reset = self.needs_reset
         self.imagined_steps += int((~was_reset).sum())
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:

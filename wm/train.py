@@ -67,7 +67,7 @@ class TrainConfig:
     bf16: bool = False
     compile: bool = False
     time_limit_s: float | None = None  # stop early (and checkpoint) after this much wall time
-    only: str | None = None  # train this part of the model alone (e.g. "success"); the rest stays frozen, in eval
+    only: str | None = None  # train these parts alone ("success", "predictor,success"); the rest stays frozen, in eval
 
     def __post_init__(self) -> None:
         """One-line errors for settings no run can use (they used to fail deep inside torch)."""
@@ -157,11 +157,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_ds, self.val_ds = train_ds, val_ds
         if cfg.only is not None:
-            part = getattr(self.model, cfg.only, None)
-            if not isinstance(part, torch.nn.Module):
-                raise WMError(f"only={cfg.only}: the model has no part of that name (e.g. only=success)")
             self.model.requires_grad_(False)
-            part.requires_grad_(True)
+            for part in self.trained_parts:
+                part.requires_grad_(True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         enc = {id(p) for p in getattr(self.model, "encoder", torch.nn.Module()).parameters()}
         groups = [{"params": [p for p in params if id(p) not in enc], "lr": cfg.lr}]
@@ -177,12 +175,25 @@ class Trainer:
         if cfg.compile:
             self.forward = torch.compile(self.forward)
 
+    @property
+    def trained_parts(self) -> list[torch.nn.Module]:
+        """The model's parts that `only` names (comma-separated), each a one-line error unless the model has it."""
+        parts = []
+        for name in self.cfg.only.split(","):
+            part = getattr(self.model, name.strip(), None)
+            if not isinstance(part, torch.nn.Module):
+                raise WMError(f"only={self.cfg.only}: the model has no part {name.strip()!r} (e.g. only=success or "
+                              "only=predictor,success)")  # fmt: skip
+            parts.append(part)
+        return parts
+
     def _train_mode(self) -> None:
         """Training mode, but for frozen parts (`only`): they stay in eval (no dropout, no BatchNorm updates)."""
         self.model.train()
         if self.cfg.only is not None:
             self.model.eval()
-            getattr(self.model, self.cfg.only).train()
+            for part in self.trained_parts:
+                part.train()
 
     @property
     def is_main(self) -> bool:

@@ -38,6 +38,9 @@ class BCConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:K]
     overrides: list = field(default_factory=list)  # key=value policy / training settings
+    init: str | None = None  # start from this policy's weights (same kind and shape, the same world model's latents)
+    train_episodes: list | None = None  # these demonstrations instead (with val_episodes; `wm improve`)
+    val_episodes: list | None = None
 
 
 def demo_split(expert: np.ndarray, demos: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,15 +54,23 @@ def demo_split(expert: np.ndarray, demos: int | None, seed: int) -> tuple[np.nda
     return np.sort(pool[:demos] if demos is not None else pool), np.sort(order[:n_val])
 
 
-def bc_configs(cfg: BCConfig, spec, trained_on):
-    """`(PolicyConfig, TrainConfig)` of the run: the world model's shapes, the env's action bounds, the flags and
-    the `key=value` settings (types checked, `wm.settings`)."""
+def route_bc_settings(cfg: BCConfig) -> dict:
+    """`{"policy": {...}, "train": {...}}`: the run's `key=value` settings, types checked (`wm.settings`)."""
     from policies.protocol import PolicyConfig
     from wm.settings import route_settings
     from wm.train import TrainConfig
 
-    routed = route_settings(list(cfg.overrides), {"policy": PolicyConfig, "train": TrainConfig},
-                            exclude=("kind", "steps", "seed"))  # fmt: skip
+    return route_settings(list(cfg.overrides), {"policy": PolicyConfig, "train": TrainConfig},
+                          exclude=("kind", "steps", "seed"))  # fmt: skip
+
+
+def bc_configs(cfg: BCConfig, spec, trained_on):
+    """`(PolicyConfig, TrainConfig)` of the run: the world model's shapes, the env's action bounds, the flags and
+    the `key=value` settings (types checked, `wm.settings`)."""
+    from policies.protocol import PolicyConfig
+    from wm.train import TrainConfig
+
+    routed = route_bc_settings(cfg)
     low, high = trained_on.action_bounds
     policy_cfg = PolicyConfig.for_world_model(spec, low, high, kind=cfg.policy, **routed["policy"])
     train_cfg = TrainConfig(**{**TRAIN_DEFAULTS, "seed": cfg.seed, **routed["train"], "steps": cfg.steps})
@@ -74,13 +85,38 @@ def demonstrations(cfg: BCConfig, trained_on) -> tuple[np.ndarray, np.ndarray]:
 
     with EpisodeStore.open(cfg.data) as store:
         trained_on.require_same_data(store)
+        if cfg.train_episodes is not None:
+            chosen = np.asarray(cfg.train_episodes + (cfg.val_episodes or []), np.int64)
+            if len(chosen) and (chosen.min() < 0 or chosen.max() >= store.num_episodes):
+                raise WMError(f"demonstration episodes must be in [0, {store.num_episodes}) for {cfg.data}")
+            train, val = (np.sort(np.asarray(e or [], np.int64)) for e in (cfg.train_episodes, cfg.val_episodes))
+            return train, val
         expert = episodes_collected_with(store, is_goal_directed)
-        if trained_on.is_training_store(store.root):
+        if trained_on.is_training_data(store):
             expert = np.setdiff1d(expert, trained_on.val_episodes)  # stay held out
     if len(expert) == 0:
         raise WMError(f"{cfg.data} has no goal-directed episodes to clone; collect some with `wm collect --policy "
                       "expert` (built-in envs) or `--policy package.module:factory` (your own)")  # fmt: skip
     return demo_split(expert, cfg.demos, cfg.seed)
+
+
+def warm_start(cfg: BCConfig, policy_cfg, device):
+    """`(PolicyConfig, policy)` of `--init`: its config and weights, once it is checked to be a policy of the kind
+    asked for, with the shapes `policy_cfg` has (policy settings cannot change), reading `cfg.world_model`'s latents."""
+    from policies.checkpoint import load_policy
+
+    policy, _, _, _ = load_policy(cfg.init, cfg.world_model, device)
+    if policy.cfg.kind != cfg.policy:
+        raise WMError(f"--init {cfg.init} is a {policy.cfg.kind} policy; pass --policy {policy.cfg.kind} or another")
+    init_cfg = policy.cfg.to_dict()
+    changed = sorted(k for k, v in route_bc_settings(cfg)["policy"].items() if init_cfg.get(k) != v)
+    if changed:
+        raise WMError(f"--init keeps the policy's settings; drop {', '.join(changed)} (or set them as it has them)")
+    for name in ("history", "frameskip", "action_dim", "latent_dim", "tokens"):
+        if getattr(policy.cfg, name, None) != getattr(policy_cfg, name, None):
+            raise WMError(f"--init {cfg.init} has {name}={getattr(policy.cfg, name, None)}, this world model "
+                          f"{getattr(policy_cfg, name, None)}; pass a policy of this world model")  # fmt: skip
+    return policy.cfg, policy.train()
 
 
 def run_bc(cfg: BCConfig) -> dict:
@@ -112,6 +148,11 @@ def run_bc(cfg: BCConfig) -> dict:
         return HindsightBlocks(frames, policy_cfg.history, policy_cfg.frameskip, goal_blocks=(1, cfg.goal_blocks))
 
     train_ds, val_ds = blocks(train_eps), blocks(val_eps) if len(val_eps) else None
+    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
+    if cfg.init is None:
+        policy = build_policy(policy_cfg.to_dict())
+    else:
+        policy_cfg, policy = warm_start(cfg, policy_cfg, device)
     run_config = {
         "policy": policy_cfg.to_dict(),
         "world_model": world_model_record(wm_config.path),
@@ -126,9 +167,10 @@ def run_bc(cfg: BCConfig) -> dict:
         },  # fmt: skip
         "bc": {"policy": cfg.policy, "demos_requested": cfg.demos, "overrides": list(cfg.overrides)},
     }
-    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed, not whatever ran before
-    trainer = Trainer(build_policy(policy_cfg.to_dict()), train_ds, val_ds, train_cfg, cfg.out, run_config,
-                      final="policy", identity="policy", device=device)  # fmt: skip
+    if cfg.init is not None:
+        run_config["init"] = {"policy": str(cfg.init)}
+    trainer = Trainer(policy, train_ds, val_ds, train_cfg, cfg.out, run_config, final="policy", identity="policy",
+                      device=device)  # fmt: skip
     if trainer.resume():
         print(f"resuming {cfg.out} from step {trainer.step}")
     summary = trainer.fit()

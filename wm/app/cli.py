@@ -137,6 +137,14 @@ def _refine(args: argparse.Namespace) -> None:
     _print_next(summary, f"wm eval-policy --policy {summary['policy']} --env ENV --imagined")
 
 
+def _improve(args: argparse.Namespace) -> None:
+    from wm.app.improve import ImproveConfig, run_improve
+
+    summary = run_improve(_config_from_args(ImproveConfig, args))
+    _print_next(summary, f"wm eval-policy --policy {summary['policy']} --env {args.env} --world-model "
+                f"{summary['world_model']} --imagined")  # fmt: skip
+
+
 def _robot(args: argparse.Namespace) -> None:
     from wm.app.robot import ServeConfig, run_keygen, run_serve
 
@@ -194,6 +202,11 @@ COMMANDS: dict[str, Command] = {
         flags.refine,
         _refine,
     ),
+    "improve": Command(
+        "rounds of real episodes -> fine-tuned world model -> refined policy, on fixed held-out goals",
+        flags.improve,
+        _improve,
+    ),
     "robot": Command("robot executor tools (serve a simulated robot over TCP, make Curve keys)", flags.robot, _robot),
     "validate": Command("run a controller on a robot over TCP and record every episode", flags.validate, _validate),
     "demo": Command("run the main job end to end on a built-in env and report", flags.demo, _demo),
@@ -229,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wm: interrupted; everything already committed to disk is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`wm info S | head`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as e:  # a bug, not bad input (but a full disk): still one line unless --debug
         if debug:
             traceback.print_exc()

@@ -211,6 +211,7 @@ def bc(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos", type=positive_int, default=None, help="keep only this many demonstrations")
     p.add_argument("--steps", type=positive_int, default=4000, help="optimisation steps")
     p.add_argument("--goal-blocks", type=positive_int, default=3, help="hindsight goals 1..K blocks ahead")
+    p.add_argument("--init", help="start from this policy's weights (same kind, this world model's latents)")
     p.add_argument("--seed", type=seed, default=0)
     add_device_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. width=512 lr=3e-4")
@@ -241,6 +242,26 @@ def refine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=0)
     add_device_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_envs=128 anchor=0.1")
+
+
+def improve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, help="Gaussian policy to improve (`wm bc` or `wm refine --algo ppo`)")
+    p.add_argument("--env", required=True, help="the real env its episodes run in (its world model's env)")
+    p.add_argument("--out", required=True, help="run directory (resumes from its state.json if present)")
+    p.add_argument("--world-model", help="the policy's world model, if it moved (checked by hash)")
+    p.add_argument("--data", help="store to copy and grow (default: the world model's training store)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds of real episodes, fine-tuning, refinement")
+    p.add_argument("--episodes", type=positive_int, default=100, help="real episodes per round (training goals)")
+    p.add_argument("--eval-episodes", type=positive_int, default=50, help="fixed held-out goals, every round")
+    p.add_argument("--eval-data", help="store whose held-out episodes give those goals (default: the training store)")
+    p.add_argument("--budget", type=positive_int, default=50, help="env steps per episode")
+    p.add_argument("--goal-offset", type=positive_int, default=25, help="goals this many env steps ahead")
+    p.add_argument("--finetune-steps", type=positive_int, default=1000, help="world-model fine-tuning steps a round")
+    p.add_argument("--imagined-steps", type=positive_int, default=131_072, help="imagined refinement steps a round")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the data-matched BC")
+    p.add_argument("--seed", type=seed, default=0)
+    add_device_flag(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. train.lr=1e-4 refine.anchor=0.1")
 
 
 def robot(p: argparse.ArgumentParser) -> None:

@@ -80,14 +80,14 @@ def imagination_starts(cfg: RefineRunConfig, model, trained_on, goal_blocks: int
         raise WMError(f"the store {store} is not here; pass --data STORE of the world model's env to start from")
     with EpisodeStore.open(store) as s:
         trained_on.require_same_data(s)
-        training_store = trained_on.is_training_store(s.root)
+        training_store = trained_on.is_training_data(s)
     episodes = list(trained_on.train_episodes) if training_store else None
     return StoreStarts(model, store, episodes=episodes, goal_blocks=goal_blocks,
                        velocity_dims=proprio_velocity_dims(trained_on.env_id))  # fmt: skip
 
 
 def run_refine(cfg: RefineRunConfig) -> dict:
-    from policies.checkpoint import load_policy, weights_sha256
+    from policies.checkpoint import load_policy, weights_sha256, world_model_record
     from policies.refine import refine
     from wm.device import resolve_device
     from wm.models.checkpoint import resolve_checkpoint, save_checkpoint
@@ -102,9 +102,9 @@ def run_refine(cfg: RefineRunConfig) -> dict:
     starts = imagination_starts(cfg, model, wm_config.trained_on, refine_cfg.goal_blocks)
     out = Path(cfg.out)
     bc_record = {"path": str(policy_path), "sha256": weights_sha256(policy_path), "kind": policy.cfg.kind}
-    run_config = {"bc_policy": bc_record, "world_model": config.world_model}
+    run_config = {"bc_policy": bc_record, "world_model": world_model_record(wm_config.path)}  # the one refined in
     refined, steps, seconds = refine(policy, model, starts, refine_cfg, out, run_config)
-    final = {"policy": refined.cfg.to_dict(), "world_model": config.world_model, "refined_from": bc_record,
+    final = {"policy": refined.cfg.to_dict(), "world_model": run_config["world_model"], "refined_from": bc_record,
              "refine": asdict(refine_cfg), "algo": cfg.algo, "imagined_steps": steps, "data": config.data,
              "step": steps}  # fmt: skip
     save_checkpoint(out / "policy", refined, final)

@@ -10,7 +10,8 @@ or `batch_size=1.5` is a one-line error, never a string that passes for true.
 from the checkpoint (or the final checkpoint of a `wm train --out` folder), and only training and data settings may
 be given. The usual use: append new episodes (more
 data, another behaviour policy) to a store with the checkpoint's spec and go on training from it, without starting
-over.
+over. On the checkpoint's own training store (grown since), its episodes keep its split: what it held out stays held
+out, and only the appended episodes are split anew.
 
 A DINO model's checkpoint holds its frozen encoder's tensors with the rest (and the hash of the weights they came
 from), so it loads offline, without `--encoder-weights` or timm's hub.
@@ -22,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wm.data.collection import goal_policy
@@ -79,6 +81,20 @@ def init_from(path, kind: str, model_settings: dict) -> tuple[object, object, ob
     return model_cfg, model, config
 
 
+def inherited_split(trained_on, num_episodes: int, split: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`(train, val)` episodes of a fine-tuning run on its checkpoint's training store (or `wm improve`'s copy of
+    it) that has grown: the episodes the checkpoint knew keep its split (its held-out ones stay held out), the ones
+    appended since are split apart by `split`."""
+    known = len(trained_on.train_episodes) + len(trained_on.val_episodes)
+    if num_episodes < known:
+        raise WMError(f"the store holds {num_episodes} episodes, fewer than the {known} the checkpoint was trained "
+                      "on; pass the store it was trained on (episodes are only ever appended)")  # fmt: skip
+    new_train, new_val = split_episodes(num_episodes - known, split.val_fraction, split.split_seed)
+    train = np.concatenate([np.asarray(trained_on.train_episodes, np.int64), known + new_train])
+    val = np.concatenate([np.asarray(trained_on.val_episodes, np.int64), known + new_val])
+    return np.sort(train), np.sort(val)
+
+
 def run_settings(cfg: TrainRunConfig) -> tuple[object, TrainConfig, SplitConfig, dict]:
     """`(model config, TrainConfig, SplitConfig, model settings given)` of a run: the settings routed to the family's
     config (over its defaults), the training loop's and the data split's, every value type-checked."""
@@ -107,7 +123,10 @@ def run_train(cfg: TrainRunConfig) -> dict:
         if init_config is not None:
             init_config.trained_on.require_same_data(store, str(init))
         fill_from_store(model_cfg, store)
-        train_eps, val_eps = split_episodes(store.num_episodes, split.val_fraction, split.split_seed)
+        if init_config is not None and init_config.trained_on.is_training_data(store):
+            train_eps, val_eps = inherited_split(init_config.trained_on, store.num_episodes, split)
+        else:
+            train_eps, val_eps = split_episodes(store.num_episodes, split.val_fraction, split.split_seed)
         if len(train_eps) == 0:
             raise WMError(f"{cfg.data} has {store.num_episodes} episode(s): too few to train on; collect more")
         if init_model is None:  # a fine-tuned model keeps the statistics its inputs were normalised with

@@ -49,6 +49,7 @@ from wm.data.store_writer import (
     default_chunk_rows,
     episode_arrays,
     normalise,
+    sync,
     write_episode,
     zarr_store,
 )
@@ -270,6 +271,13 @@ class EpisodeStore:
         the last one (a record that grows with its run)."""
         self._require_writable()
         add_collection(self._group, record, replace_last)
+
+    def mark_copy_of(self, store: str, episodes: int) -> None:
+        """Record that this store is a copy of `store` (as a checkpoint names it) holding its first `episodes`
+        episodes, which keep their training split there (`TrainedOn.is_training_data`); `wm improve` appends to it."""
+        self._require_writable()
+        self._group.attrs.update({"copy_of": {"store": store, "episodes": int(episodes)}})
+        sync(self._group)
 
     def same_spec(self, spec: Mapping, keys: Mapping) -> bool:
         return self.spec == normalise(dict(spec)) and self.keys == normalise(dict(keys))

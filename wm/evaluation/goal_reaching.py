@@ -31,6 +31,7 @@ from envs.registry import make_env, require_state_hooks
 from wm.errors import WMError
 from wm.evaluation.media import summary_figure, write_episode_videos
 from wm.evaluation.metrics import percentiles, rate
+from wm.evaluation.recording import EpisodeRecorder
 from wm.goals import dataset_goals, goal_batch, goal_store, random_goals
 from wm.models.checkpoint_config import TrainedOn
 from wm.models.protocol import ModelSpec
@@ -117,13 +118,17 @@ def decoded_plan(model, controller) -> Callable[[int], np.ndarray | None]:
 
 
 def run_controller(problems: Problems, controller: Controller, desc: str = "episodes", videos: int = 4,
-                   imagined: Callable[[int], np.ndarray | None] | None = None) -> GoalEpisodes:  # fmt: skip
+                   imagined: Callable[[int], np.ndarray | None] | None = None,
+                   recorder: EpisodeRecorder | None = None) -> GoalEpisodes:  # fmt: skip
     """Run every problem for exactly `problems.budget` env steps with `controller`; `imagined(n)` gives the
-    controller's imagined frames of the first n episodes after each decision (for the videos)."""
+    controller's imagined frames of the first n episodes after each decision (for the videos); `recorder` keeps
+    every frame of every episode (`wm.evaluation.recording`)."""
     envs, pairs = problems.envs, problems.pairs
-    obs_list = [
-        env.reset(options={"state": p["start"], "goal": p["goal"]})[0] for env, p in zip(envs, pairs, strict=True)
-    ]
+    resets = [env.reset(options={"state": p["start"], "goal": p["goal"]}) for env, p in zip(envs, pairs, strict=True)]
+    obs_list = [r[0] for r in resets]
+    goals = [p["goal"] for p in pairs]
+    if recorder is not None:
+        recorder.observed(obs_list, [r[1] for r in resets], goals)
     controller.reset(goal_batch(pairs, problems.goal_velocity, envs[0].proprio_velocity_dims))
     n_vid = min(videos, len(pairs))
     real, dreamt, queue, frames = [], [], [], None
@@ -138,7 +143,11 @@ def run_controller(problems: Problems, controller: Controller, desc: str = "epis
         real.append(obs["rgb"][:n_vid])
         if frames is not None:
             dreamt.append(frames)
-        obs_list = [env.step(a)[0] for env, a in zip(envs, actions, strict=True)]
+        steps = [env.step(a) for env, a in zip(envs, actions, strict=True)]
+        obs_list = [r[0] for r in steps]
+        if recorder is not None:
+            recorder.stepped(actions, [r[1] for r in steps])
+            recorder.observed(obs_list, [r[4] for r in steps], goals)
         controller.executed(t, obs, actions)
     states = [env.get_state() for env in envs]
     judged = problems.judged

@@ -1,5 +1,5 @@
-"""Numbers every report uses: image metrics (PSNR, SSIM), success-rate intervals, latency percentiles and
-success-classifier accuracy."""
+"""Numbers every report uses: image metrics (PSNR, SSIM), success-rate intervals, latency percentiles,
+success-classifier accuracy and rank correlation (imagined vs real success of policies)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,31 @@ def percentiles(values, scale: float = 1.0, digits: int | None = None) -> dict:
     if digits is not None:
         p50, p95 = round(p50, digits), round(p95, digits)
     return {"p50": p50, "p95": p95, "n": len(v)}
+
+
+def ranks(values) -> np.ndarray:
+    """Ranks 1..n of `values (n,)`, ties given their average rank (as Spearman's correlation takes them)."""
+    v = np.asarray(values, np.float64)
+    order = np.argsort(v, kind="stable")
+    out = np.empty(len(v))
+    out[order] = np.arange(1, len(v) + 1)
+    for value in np.unique(v):
+        tied = v == value
+        out[tied] = out[tied].mean()
+    return out
+
+
+def correlations(x, y) -> dict:
+    """`{"pearson", "spearman", "n"}` of two samples `(n,)`; a coefficient is None where a sample is constant (or
+    n < 3: no ranking to speak of)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    def pearson(a, b):
+        if len(a) < 3 or a.min() == a.max() or b.min() == b.max():
+            return None
+        return round(float(np.corrcoef(a, b)[0, 1]), 4)
+
+    return {"pearson": pearson(x, y), "spearman": pearson(ranks(x), ranks(y)), "n": len(x)}
 
 
 def success_report(counts: dict) -> dict:

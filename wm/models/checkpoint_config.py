@@ -72,11 +72,18 @@ class TrainedOn:
         named, root = Path(self.store), Path(root).resolve()
         return root == named.resolve() or (not named.is_absolute() and root.parts[-len(named.parts) :] == named.parts)
 
+    def is_training_data(self, store) -> bool:
+        """Whether the open `EpisodeStore` `store` is the training store (`is_training_store`) or a copy of it that
+        `wm improve` made and appended to (its `copy_of` attribute names the original): either way its first
+        episodes are the ones this model's split names."""
+        copy_of = store.attrs.get("copy_of", {}).get("store")
+        return self.is_training_store(store.root) or (copy_of is not None and self.is_training_store(copy_of))
+
     def held_out(self, store) -> tuple[np.ndarray, str]:
         """`(episode indices, description)` of an open `EpisodeStore` that the model never trained on: the
         validation episodes of the training store, every episode of another store of the same data."""
         self.require_same_data(store, "the checkpoint")
-        if not self.is_training_store(store.root):
+        if not self.is_training_data(store):
             return np.arange(store.num_episodes), "all episodes of a store the model never trained on"
         val = np.asarray(self.val_episodes, dtype=np.int64)
         if len(val) == 0:

@@ -23,7 +23,8 @@ from wm.models.decoder import LatentDecoder
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
 from wm.models.protocol import ModelSpec, model_spec
 from wm.models.sigreg import sigreg
-from wm.models.success_head import LatentSuccessHead, balanced_bce
+from wm.models.success_head import LatentSuccessHead, SuccessEnsemble, balanced_bce
+from wm.settings import require_at_least
 
 
 @dataclass
@@ -49,11 +50,13 @@ class LatentWMConfig:
     success_labels: str = "hindsight"  # "hindsight": the env judges state pairs; "recorded": the store's success
     success_width: int = 128
     success_weight: float = 1.0
+    success_heads: int = 1  # >1: an ensemble of heads whose disagreement is the imagined reward's uncertainty
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or not 16 <= self.image_size <= 1024:
             raise WMError(f"model setting image_size={self.image_size!r} must be an integer in [16, 1024]")
+        require_at_least("model", 1, success_heads=self.success_heads)
         if min(self.num_hist, self.num_pred, self.frameskip) < 1:
             raise WMError(f"model settings num_hist={self.num_hist}, num_pred={self.num_pred}, frameskip="
                           f"{self.frameskip} must all be at least 1")  # fmt: skip
@@ -67,6 +70,13 @@ def _stats(norm: dict, key: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     if entry is None:
         return torch.zeros(dim), torch.ones(dim)
     return torch.tensor(entry["mean"], dtype=torch.float32), torch.tensor(entry["std"], dtype=torch.float32)
+
+
+def success_head(cfg: LatentWMConfig, latent_dim: int) -> nn.Module:
+    """The model's success head: one `LatentSuccessHead`, or a `SuccessEnsemble` of `cfg.success_heads`."""
+    if cfg.success_heads == 1:
+        return LatentSuccessHead(latent_dim, cfg.success_goal, cfg.success_width)
+    return SuccessEnsemble(cfg.success_heads, latent_dim, cfg.success_goal, cfg.success_width)
 
 
 class LatentWorldModel(nn.Module):
@@ -94,9 +104,7 @@ class LatentWorldModel(nn.Module):
         self.decoder = (
             LatentDecoder(self.visual_dim, self.num_tokens, cfg.image_size, cfg.decoder_width) if cfg.decoder else None
         )
-        self.success = (
-            LatentSuccessHead(self.latent_dim, cfg.success_goal, cfg.success_width) if cfg.success_head else None
-        )
+        self.success = success_head(cfg, self.latent_dim) if cfg.success_head else None
         a_mean, a_std = _stats(cfg.normalization, "action", cfg.action_dim)
         p_mean, p_std = _stats(cfg.normalization, "proprio", cfg.proprio_dim)
         self.register_buffer("action_mean", a_mean.repeat(cfg.frameskip))
@@ -169,14 +177,25 @@ class LatentWorldModel(nn.Module):
         return "goal" if self.success.goal else "frame"
 
     def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
-        """Success logits `(...)` of latents `z (..., N, D)` against goal latents `z_goal` (broadcastable to `z`)."""
+        """Success logits `(...)` of latents `z (..., N, D)` against goal latents `z_goal` (broadcastable to `z`);
+        an ensemble's mean logit."""
+        return self._success(self.success, z, z_goal)
+
+    def success_disagreement(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The standard deviation `(...)` of an ensemble's success probabilities (None with a single head)."""
+        if not isinstance(self.success, SuccessEnsemble):
+            return None
+        return torch.sigmoid(self._success(self.success.members, z, z_goal, members=True)).std(0)
+
+    def _success(self, head, z: torch.Tensor, z_goal: torch.Tensor | None, members: bool = False) -> torch.Tensor:
         if self.success is None:
             raise WMError("this checkpoint has no success head; train one with `wm train --init CK success_head=true`")
         if self.success.goal and z_goal is None:
             raise WMError("this success head compares frames with a goal; pass z_goal (encode the goal obs)")
         lead = z.shape[:-2]
         goal = z_goal.expand_as(z).reshape(-1, *z.shape[-2:]) if z_goal is not None else None
-        return self.success(z.reshape(-1, *z.shape[-2:]), goal).reshape(lead)
+        logits = head(z.reshape(-1, *z.shape[-2:]), goal)
+        return logits.reshape(*logits.shape[:-1], *lead) if members else logits.reshape(lead)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents `(..., N, D)` -> images `(..., H, W, 3)` float in [0, 1] (visual part only)."""
@@ -243,6 +262,10 @@ class LatentWorldModel(nn.Module):
                     visual = self.encode_visual(batch["goal_rgb"][:, None])
                 proprio = batch["goal_proprio"][:, None] if "goal_proprio" in batch else None
                 z_goal = self.join(visual, proprio)  # (B, 1, N, D)
-        logits = self.success_logits(z, z_goal)  # (B, n)
         labels = batch["success"].float()
+        if isinstance(self.success, SuccessEnsemble):  # every member learns from the batch on its own
+            members = self._success(self.success.members, z, z_goal, members=True)  # (E, B, n)
+            bce = torch.stack([balanced_bce(m, labels) for m in members]).mean()
+            return bce, ((members.mean(0) > 0).float() == labels).float().mean()
+        logits = self.success_logits(z, z_goal)  # (B, n)
         return balanced_bce(logits, labels), ((logits > 0).float() == labels).float().mean()

@@ -5,6 +5,7 @@ goal's token at the same place (and their difference), mapped by a shared MLP, p
 "somewhere these two agree" survives pooling), then scored. With `goal=False` it reads the frame alone (fixed-task
 envs, whose success needs no goal). It trains beside the world model on detached latents, so it never shapes the
 latent space; `sigmoid(logits)` is the reward of an imagined env, as World4RL's frozen success classifier.
+`SuccessEnsemble` holds several (`success_heads=5`), whose disagreement measures how little the data says.
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ class LatentSuccessHead(nn.Module):
             z = torch.cat([z, z_goal, z - z_goal], dim=-1)
         h = self.tokens(z)  # (B, N, width)
         return self.out(torch.cat([h.mean(1), h.amax(1)], dim=-1)).squeeze(-1)
+
+
+class SuccessEnsemble(nn.Module):
+    """`heads` success heads of one shape, each from its own initial weights, trained on the same batches: `forward`
+    gives their mean logit, `members` each one's `(E, B)`. Where they disagree the data said little (MOPO's
+    uncertainty): `wm refine`'s `uncertainty_penalty` charges imagined rewards for it."""
+
+    def __init__(self, heads: int, latent_dim: int, goal: bool = True, width: int = 128):
+        super().__init__()
+        self.goal = goal
+        self.heads = nn.ModuleList(LatentSuccessHead(latent_dim, goal, width) for _ in range(heads))
+
+    def members(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([head(z, z_goal) for head in self.heads])
+
+    def forward(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
+        return self.members(z, z_goal).mean(0)
 
 
 def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
