@@ -227,6 +227,18 @@ def cases(p: dict[str, str], tmp: Path) -> list[tuple[str, list[str]]]:
         ["--eval-episodes", "0"], ["--device", "tpu"])]  # fmt: skip
     c += [("refine", [*refine, "--out", out]) for out in (p["file"], str(Path(wm) / "r"))]
 
+    improve = ["improve", "--policy", pol, "--env", MAZE, "--data", p["maze100"], "--rounds", "1", "--episodes", "2"]
+    c += [("improve", [*_set(improve, "--policy", policy), "--out", new()]) for policy in (p["missing"], p["file"], wm,
+                                                                                             dsrl)]  # fmt: skip
+    c += [("improve", [*_set(improve, flag, v), "--out", new()]) for flag in ("--rounds", "--episodes", "--budget")
+          for v in COUNTS]  # fmt: skip
+    c += [("improve", [*improve, "--out", new(), *extra]) for extra in (
+        ["--eval-episodes", "0"], ["--finetune-steps", "-1"], ["--imagined-steps", "abc"], ["--env", WALL],
+        ["--data", p["wall"]], ["--data", p["missing"]], ["--world-model", wall_wm], ["--device", "tpu"],
+        ["--eval-data", p["maze100"]], ["train.lr=abc"], ["train.steps=5"], ["train.only=encoder"],
+        ["refine.num_envs=0"], ["refine.algo=dsrl"], ["refine.anchor=-1"], ["nosuch=1"], ["lr=1e-3"])]  # fmt: skip
+    c += [("improve", [*improve, "--out", out]) for out in (p["file"], str(Path(wm) / "r"))]
+
     serve = ["robot", "serve", "--env", MAZE, "--port", "0"]
     c += [("robot", ["robot", "serve", "--env", env]) for env in ("NoSuchEnv-v9", "os:getcwd")]
     c += [("robot", ["robot", "serve", "--robot", r]) for r in ("nomodule:f", "os:getcwd")]
@@ -298,7 +310,8 @@ def preload() -> None:
 
     for name in ("torch", "timm", "diffusers", "stable_baselines3", "wm.app.train", "wm.app.plan", "wm.app.bc",
                  "wm.app.refine", "wm.app.eval_policy", "wm.app.validate", "wm.app.robot", "wm.app.import_data",
-                 "wm.app.demo", "wm.evaluation.open_loop", "policies.refine", "envs.registry"):  # fmt: skip
+                 "wm.app.demo", "wm.app.improve", "wm.evaluation.open_loop", "policies.refine",
+                 "envs.registry"):  # fmt: skip
         importlib.import_module(name)
 
 

@@ -88,8 +88,11 @@ class ImproveConfig:
 
         nested = {"train": TrainConfig, "refine": RefineConfig}
         exclude = ("train.steps", "train.only", "refine.algo", "refine.imagined_steps", "refine.seed")
-        routed = route_settings(list(self.overrides), {"improve": ImproveSettings}, nested, exclude)["improve"]
-        return ImproveSettings(**routed)
+        routed = ImproveSettings(**route_settings(list(self.overrides), {"improve": ImproveSettings}, nested,
+                                                  exclude)["improve"])  # fmt: skip
+        TrainConfig(**{**routed.train, "steps": self.finetune_steps})  # values checked now, not rounds later
+        RefineConfig(algo="ppo", imagined_steps=self.imagined_steps, **routed.refine)
+        return routed
 
 
 class State:
@@ -117,6 +120,7 @@ class Improvement:
     def __init__(self, cfg: ImproveConfig):
         from policies.checkpoint import load_policy
         from policies.registry import require_refinable
+        from wm.data.store import EpisodeStore
         from wm.device import resolve_device
         from wm.models.checkpoint import resolve_checkpoint
 
@@ -137,6 +141,9 @@ class Improvement:
             raise WMError(f"the store {source or '(none named)'} to grow is not here; pass --data STORE of {cfg.env} "
                           "(the world model's training store, or episodes of its env)")  # fmt: skip
         self.source = Path(source)
+        with EpisodeStore.open(self.source) as store:
+            self.trained_on.require_same_data(store)
+        self.bc_recipe()  # what cloning repeats, checked before the first round
         self.store = self.out / "data" / self.source.name
         self.state = State(self.out, {**asdict(cfg), "out": None})  # the same run wherever its folder moved
         self.zero = None
