@@ -13,8 +13,8 @@ Each round
       keeps whichever of the two reaches more fresh training goals in imagination (policy ranking in the model, no
       real step: refinement can undo a strong clone);
   (e) evaluates it on the fixed held-out goals in the real env and inside the model, beside zero actions.
-Round 0 evaluates the starting policy. `--baseline` then trains the data-matched BC: the starting policy's BC on its
-demonstrations plus every successful real episode of the rounds, evaluated on the same goals.
+Round 0 evaluates the starting policy. Then (unless `--no-baseline`) the data-matched BC: the starting policy's BC
+on its demonstrations plus every successful real episode of the rounds, evaluated on the same goals.
 
 Everything lands in `--out`: `improve_log.jsonl` (a row per round: real and imagined success with 95% intervals,
 their gap, real env steps used), `curve.png`, `summary.json`, and `round_<r>/{train,clone,refine,eval}`. `state.json`
