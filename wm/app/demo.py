@@ -1,7 +1,8 @@
 """`wm demo`: the main job end to end on a built-in env, offline, on a CPU, ending with where the results are.
 
 Pipeline: collect noisy-expert and random-action episodes (the random ones show the model what walls and
-contacts do, which expert data alone never shows) -> train a JEPA world model (time-boxed) -> evaluate its open-loop
+contacts do, which expert data alone never shows) -> train a JEPA world model (a fixed number of steps, so the
+same model on an idle or a busy machine; a time limit guards it) -> evaluate its open-loop
 predictions on held-out episodes against copy-last -> video of real vs imagined frames -> MPC with iCEM from goal
 images of held-out episodes (iCEM replans ~2x faster than CEM at the same settings, which keeps the demo inside 10
 minutes on 2 cores), success judged by the env after a fixed budget. Each stage prints what it did;
@@ -33,7 +34,8 @@ class DemoConfig:
     out: str = "runs/demo"  # parent directory for the run (a new subfolder is made)
     episodes: int = 100  # noisy-expert episodes to collect
     random_episodes: int = 50  # random-action episodes to collect
-    train_minutes: float = 4.0  # time box for training the world model, in (0, 600]
+    train_steps: int = 2500  # training steps of the world model: the same model on an idle or a busy machine
+    train_minutes: float = 10.0  # a guard: training stops here even if its steps are not done, in (0, 600]
     refine: bool = False  # then clone a policy and refine it in imagination
     seed: int = 0
     plan_goals: int = 20  # held-out goal images MPC plans toward
@@ -116,6 +118,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         raise WMError(f"`wm demo` runs on the built-in envs; {cfg.env!r} is not one (see `wm envs`)")
     if not 0 < cfg.train_minutes <= 600:
         raise WMError(f"--train-minutes must be in (0, 600], got {cfg.train_minutes}")
+    if cfg.train_steps < 1:
+        raise WMError(f"--train-steps must be at least 1, got {cfg.train_steps}")
     started = time.time()
     stages = 7 if cfg.refine else 5
     run = new_run_dir(cfg.out)
@@ -125,7 +129,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         collects.append(
             CollectConfig(env=cfg.env, episodes=cfg.random_episodes, out=data, policy="random", seed=cfg.seed + 1)
         )
-    train_cfg = TrainRunConfig(data=data, model="jepa", out=str(run / "model"), steps=5000,
+    train_cfg = TrainRunConfig(data=data, model="jepa", out=str(run / "model"), steps=cfg.train_steps,
                                overrides={"time_limit_s": round(cfg.train_minutes * 60), "seed": cfg.seed})  # fmt: skip
     config = {"collect": [asdict(c) for c in collects], "train": asdict(train_cfg)}
     (run / "demo.json").write_text(json.dumps(config, indent=2))
@@ -135,7 +139,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     collected = [run_collect(c) for c in collects]
     print_info(summarize(run / "data"))
 
-    print(f"[2/{stages}] training a JEPA world model (at most {cfg.train_minutes:g} min on this CPU)")
+    print(f"[2/{stages}] training a JEPA world model for {cfg.train_steps} steps (at most {cfg.train_minutes:g} min)")
     trained = run_train(train_cfg)
     loaded = load_checkpoint(run / "model" / "model", resolve_device("auto"))  # once, for stages 3 to 5
     evaluation, video = open_loop_stages(run, stages, *loaded)

@@ -327,6 +327,7 @@ def demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="parent directory for the run (a new subfolder is made)")
     p.add_argument("--episodes", type=positive_int, default=100, help="noisy-expert episodes to collect")
     p.add_argument("--random-episodes", type=int_at_least(0), default=50, help="random-action episodes to collect")
-    p.add_argument("--train-minutes", type=float, default=4.0, help="time box for training the world model")
+    p.add_argument("--train-steps", type=positive_int, default=2500, help="training steps of the world model")
+    p.add_argument("--train-minutes", type=float, default=10.0, help="guard: stop training after this long")
     p.add_argument("--refine", action="store_true", help="then clone a policy and refine it in imagination (~+4 min)")
     p.add_argument("--seed", type=seed, default=0)
