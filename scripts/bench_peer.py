@@ -39,10 +39,10 @@ from planners.registry import make_planner
 from wm.models.checkpoint import load_checkpoint
 
 BUDGET = {"samples": 300, "elites": 30, "iterations": 10}
-OURS = {
-    "cem": {"samples": 300, "elites": 30, "iterations": 10, "init_std": 1.0},
-    "icem": {"samples": 300, "elites": 30, "iterations": 10, "init_std": 1.0, "decay": 1.0},
-    "mppi": {"samples": 300, "iterations": 10},
+OURS = {  # the same budget in our planners' terms
+    "cem": {**BUDGET, "init_std": 1.0},
+    "icem": {**BUDGET, "init_std": 1.0, "decay": 1.0},
+    "mppi": {"samples": BUDGET["samples"], "iterations": BUDGET["iterations"]},
 }
 
 

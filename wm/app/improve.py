@@ -143,7 +143,7 @@ class Improvement:
         self.source = Path(source)
         with EpisodeStore.open(self.source) as store:
             self.trained_on.require_same_data(store)
-        self.bc_recipe()  # what cloning repeats, checked before the first round
+        self.bc = self.bc_recipe()  # what cloning and the baseline repeat, checked before the first round
         self.store = self.out / "data" / self.source.name
         self.state = State(self.out, {**asdict(cfg), "out": None})  # the same run wherever its folder moved
         self.zero = None
@@ -222,9 +222,10 @@ class Improvement:
         from wm.data.store import EpisodeStore
         from wm.evaluation.goal_reaching import Problems
         from wm.goals import dataset_goals
-        from wm.models.checkpoint import load_checkpoint
+        from wm.models.checkpoint import read_config
+        from wm.models.checkpoint_config import CheckpointConfig
 
-        _, config = load_checkpoint(world_model, "cpu")
+        config = CheckpointConfig.parse(read_config(world_model), world_model)
         original = self.state.get("copy")["episodes"]
         with EpisodeStore.open(self.store) as store:  # a store the model never saw: all of it is for training
             trains_on = config.trained_on.is_training_data(store)
@@ -266,6 +267,7 @@ class Improvement:
                 store.append_episode(episodes[i])
         self.state.finish(f"round_{r}/collect", {"episodes": len(episodes), "first_episode": first,
                                                  "successes": int(run.success.sum()),
+                                                 "successful": [first + int(i) for i in np.flatnonzero(run.success)],
                                                  "real_env_steps": len(episodes) * self.cfg.budget})  # fmt: skip
 
     def finetune(self, r: int, world_model) -> Path:
@@ -287,7 +289,7 @@ class Improvement:
 
         out = self.out / f"round_{r}" / "clone"
         if not self.state.get(f"round_{r}/clone"):
-            bc = self.bc_recipe()
+            bc = self.bc
             run_bc(BCConfig(str(self.store), str(world_model), bc["kind"], str(out), steps=bc["steps"],
                             goal_blocks=bc["goal_blocks"], seed=self.cfg.seed + r, device=self.cfg.device,
                             overrides=bc["overrides"], init=str(policy),
@@ -298,11 +300,7 @@ class Improvement:
 
     def real_successes(self, rounds: int) -> list[int]:
         """The store indices of the real episodes of rounds 1..`rounds` that ended at their goal."""
-        successes = []
-        for r in range(1, rounds + 1):
-            done = self.state.get(f"round_{r}/collect")
-            successes += self.successful_episodes(done["first_episode"], done["episodes"])
-        return successes
+        return [e for r in range(1, rounds + 1) for e in self.state.get(f"round_{r}/collect")["successful"]]
 
     def bc_recipe(self) -> dict:
         """How the starting policy's BC was made (`bc_record`), checked to be on the store this run grows."""
@@ -313,7 +311,7 @@ class Improvement:
         return bc
 
     def refine(self, r: int, policy, world_model) -> Path:
-        """(d): the policy refined again in the fine-tuned model, from the last round's; its checkpoint."""
+        """(d, then): the clone refined with PPO in the fine-tuned model; its checkpoint."""
         from wm.app.refine import RefineRunConfig, run_refine
 
         out = self.out / f"round_{r}" / "refine"
@@ -383,7 +381,7 @@ class Improvement:
 
         if self.state.get("baseline"):
             return
-        bc, successes = self.bc_recipe(), self.real_successes(self.cfg.rounds)
+        bc, successes = self.bc, self.real_successes(self.cfg.rounds)
         out = self.out / "baseline"
         run_bc(BCConfig(str(self.store), str(self.start_world_model), bc["kind"], str(out / "bc"),
                         steps=bc["steps"], goal_blocks=bc["goal_blocks"], seed=self.cfg.seed, device=self.cfg.device,
@@ -393,12 +391,6 @@ class Improvement:
         self.state.finish("baseline", {"demos": len(bc["train_episodes"]), "real_successes_added": len(successes),
                                        "real_success": results["success_rate"], "real_95ci": results["success_95ci"],
                                        "imagined_success": results["imagined"]["rate"]})  # fmt: skip
-
-    def successful_episodes(self, first: int, count: int) -> list[int]:
-        from wm.data.store import EpisodeStore
-
-        with EpisodeStore.open(self.store) as store:
-            return [first + i for i in range(count) if store.episode(first + i, ["success"])["success"][-1]]
 
     # ------------------------------------------------------------------------------------------------ report
     def rows(self) -> list[dict]:
