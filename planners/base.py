@@ -68,6 +68,8 @@ class PlannerBase:
             raise WMError(f"planner bounds must be scalars or have {self.action_dim} values: pass low/high") from exc
         if not bool((self.lower < self.upper).all()):
             raise WMError(f"planner bounds low={self.low} high={self.high}: need low < high in every action dim")
+        same = bool((self.lower == self.lower[0]).all() and (self.upper == self.upper[0]).all())
+        self._scalar_bounds = (float(self.lower[0]), float(self.upper[0])) if same else None
         self.generator = torch.Generator(self.device).manual_seed(self.seed)
         self.last_costs: Tensor | None = None  # (B,)
         self.last_cost_history: Tensor | None = None  # (iterations, B)
@@ -77,9 +79,20 @@ class PlannerBase:
         """(A,) half the width of the bounds: the unit of every relative std in the planners."""
         return (self.upper - self.lower) / 2
 
-    def clip(self, actions: Tensor) -> Tensor:
-        """Clamp `(..., A)` actions into `[low, high]`."""
-        return actions.clamp(self.lower, self.upper)
+    def relative(self, fraction: float) -> float | Tensor:
+        """`fraction` of the half-width of the bounds: a float where every dim has the same bounds (a scalar
+        multiply of a whole population is several times cheaper than a broadcast one), else (A,)."""
+        if self._scalar_bounds is not None:
+            return fraction * (self._scalar_bounds[1] - self._scalar_bounds[0]) / 2
+        return fraction * self.half_range
+
+    def clip(self, actions: Tensor, inplace: bool = False) -> Tensor:
+        """Clamp `(..., A)` actions into `[low, high]`; `inplace` for a population the caller has just made (a new
+        large tensor costs a page fault per 4 KB on first write: 0.2 ms of a 1 ms iteration on 64 problems). With
+        scalar bounds where every dim has the same ones: torch's clamp by tensors took 10x longer on a CPU."""
+        if self._scalar_bounds is not None:
+            return actions.clamp_(*self._scalar_bounds) if inplace else actions.clamp(*self._scalar_bounds)
+        return actions.clamp_(self.lower, self.upper) if inplace else actions.clamp(self.lower, self.upper)
 
     def shift(self, solution: Tensor) -> Tensor:
         """Warm start for the next MPC step: drop the executed first step, repeat the last. (B, H, A) -> (B, H, A)."""
@@ -164,6 +177,7 @@ def select(actions: Tensor, costs: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def keep_best(best: Tensor, best_costs: Tensor, actions: Tensor, costs: Tensor) -> tuple[Tensor, Tensor]:
     """Update the best-ever (B, H, A) sequences and (B,) costs with a new population (B, S, H, A), (B, S)."""
-    cheapest, cost = select(actions, costs, 1)
-    better = cost[:, 0] < best_costs
-    return torch.where(better[:, None, None], cheapest[:, 0], best), torch.where(better, cost[:, 0], best_costs)
+    cost, index = costs.min(1)  # (B,) each: fewer kernels than a top-1 (a planning iteration is ~20 small ones)
+    better = cost < best_costs
+    cheapest = actions[torch.arange(actions.shape[0], device=actions.device), index]  # (B, H, A)
+    return torch.where(better[:, None, None], cheapest, best), torch.where(better, cost, best_costs)

@@ -43,7 +43,7 @@ class CEM(PlannerBase):
         noise = torch.randn(
             (mean.shape[0], self.samples, *mean.shape[1:]), generator=self.generator, device=self.device
         )
-        actions = self.clip(mean[:, None] + std[:, None] * noise)  # (B, S, H, A)
+        actions = self.clip(mean[:, None] + std[:, None] * noise, inplace=True)  # (B, S, H, A)
         if iteration == 0:
             actions[:, 0] = mean
         return actions
@@ -51,4 +51,4 @@ class CEM(PlannerBase):
     def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
         elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
         search["mean"] = elites.mean(1)
-        search["std"] = elites.std(1, correction=0).maximum(self.min_std * self.half_range)
+        search["std"] = elites.std(1, correction=0).clamp(min=self.relative(self.min_std))

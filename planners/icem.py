@@ -83,7 +83,7 @@ class ICEM(PlannerBase):
         noise = colored_noise((mean.shape[0], num, *mean.shape[1:]), search["gains"], self.generator)
         last, first_warm = iteration == self.iterations - 1, iteration == 0 and search["warm"]
         extra = [mean[:, None]] if last or first_warm else []
-        return self.clip(torch.cat([mean[:, None] + std[:, None] * noise, search["kept"], *extra], dim=1))
+        return self.clip(torch.cat([mean[:, None] + std[:, None] * noise, search["kept"], *extra], dim=1), inplace=True)
 
     def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
         elites, _ = select(actions, costs, self.elites)  # (B, E, H, A)
@@ -91,7 +91,7 @@ class ICEM(PlannerBase):
         m = self.momentum
         search["mean"] = m * search["mean"] + (1 - m) * elites.mean(1)
         std = m * search["std"] + (1 - m) * elites.std(1, correction=0)
-        search["std"] = std.maximum(self.min_std * self.half_range)
+        search["std"] = std.clamp(min=self.relative(self.min_std))
 
     def end(self, search: dict) -> None:
         self.kept_elites = search["kept"]

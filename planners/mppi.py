@@ -43,8 +43,8 @@ class MPPI(PlannerBase):
             (nominal.shape[0], self.samples, *nominal.shape[1:]), generator=self.generator, device=self.device
         )
         noise[:, 0] = 0
-        return self.clip(nominal[:, None] + self.noise_std * self.half_range * noise)  # (B, S, H, A)
+        return self.clip(nominal[:, None] + self.relative(self.noise_std) * noise, inplace=True)  # (B, S, H, A)
 
     def update(self, search: dict, iteration: int, actions: Tensor, costs: Tensor) -> None:
-        weights = torch.softmax(-(costs - costs.min(1, keepdim=True).values) / self.temperature, dim=1)
-        search["nominal"] = (weights[:, :, None, None] * actions).sum(1)
+        weights = torch.softmax(-(costs - costs.min(1, keepdim=True).values) / self.temperature, dim=1)  # (B, S)
+        search["nominal"] = torch.bmm(weights[:, None], actions.flatten(2)).view_as(search["nominal"])  # (B, H, A)

@@ -36,6 +36,7 @@ from policies.protocol import PolicyConfig
 from policies.registry import require_refinable
 from policies.sb3 import ImaginedSB3Env, LatentActorCritic
 from policies.steered import SteeredPolicy, steering_config
+from wm import threads
 from wm.errors import WMError
 from wm.imagine import ImaginedVectorEnv
 from wm.models.checkpoint import (
@@ -116,6 +117,7 @@ class Progress(BaseCallback):
             self.returns.append(float(self.running[i]))
             self.running[i] = 0.0
         self.bar.update(len(dones))
+        threads.tick()
         return True
 
     def _on_rollout_end(self) -> None:

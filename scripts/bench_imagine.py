@@ -7,7 +7,12 @@
 - `policy`: blocks per second of `act()` at batch 256 for a Gaussian and a diffusion policy (8 DDIM steps) on the
   JEPA's latents, and env actions per second (x frameskip).
 
-Usage: python scripts/bench_imagine.py [--num-envs 1 64 256] [--steps 50] [--threads 2] [--skip-diffusion]
+Threads: `--threads N` pins N torch threads for the run; `--threads auto` lets the engine's own budget choose
+(`wm.threads`: the free CPUs, as every `wm` command does). `--busy K` starts K busy processes (a Python loop each)
+beside the run, to measure it on a loaded machine; the report says the threads used and the load.
+
+Usage: python scripts/bench_imagine.py [--num-envs 1 64 256] [--steps 50] [--threads 2|auto] [--busy 0]
+           [--skip-diffusion]
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -29,6 +36,7 @@ from wm.data.store import EpisodeStore
 from wm.imagine import ImaginedVectorEnv, StoreStarts
 from wm.models.checkpoint import load_checkpoint
 from wm.models.registry import build_world_model
+from wm.threads import ThreadBudget
 
 VELOCITY = (2, 3)
 
@@ -83,23 +91,32 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--diffusion-steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2", help="torch threads: a number, or auto (the engine's choice)")
+    parser.add_argument("--busy", type=int, default=0, help="busy processes to run beside the bench")
     parser.add_argument("--skip-diffusion", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     jepa, _ = load_checkpoint(args.checkpoint)
-    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}, "imagined_env": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"{tmp}/store"
-        make_store(store)
-        result["imagined_env"]["jepa"] = [env_rate(jepa, store, n, args.steps) for n in args.num_envs]
-        if not args.skip_diffusion:
-            diffusion = build_world_model({"kind": "diffusion", "success_goal": True}).eval()
-            result["imagined_env"]["diffusion"] = [
-                env_rate(diffusion, store, n, args.diffusion_steps) for n in args.num_envs
-            ]
-    result["policy"] = {kind: policy_rate(kind, jepa) for kind in ("gaussian", "diffusion")}
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        time.sleep(1.0 if busy else 0.0)  # let them start spinning
+        threads = ThreadBudget(args.threads).threads  # after the busy ones started, so `auto` sees them
+        result = {"machine": {"cpus": os.cpu_count(), "torch_threads": threads, "threads_setting": args.threads,
+                              "busy_processes": args.busy, "load_average_at_start": round(os.getloadavg()[0], 2)},
+                  "imagined_env": {}}  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            store = f"{tmp}/store"
+            make_store(store)
+            result["imagined_env"]["jepa"] = [env_rate(jepa, store, n, args.steps) for n in args.num_envs]
+            if not args.skip_diffusion:
+                diffusion = build_world_model({"kind": "diffusion", "success_goal": True}).eval()
+                result["imagined_env"]["diffusion"] = [
+                    env_rate(diffusion, store, n, args.diffusion_steps) for n in args.num_envs
+                ]
+        result["policy"] = {kind: policy_rate(kind, jepa) for kind in ("gaussian", "diffusion")}
+    finally:
+        for process in busy:
+            process.kill()
     print(json.dumps(result, indent=2))
 
 

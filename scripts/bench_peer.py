@@ -1,6 +1,6 @@
 """Side by side with the peer library: our CEM, iCEM and MPPI against stable-worldmodel 0.1.1's (`pip install -e
-".[bench]"`) on the same cost function and the same budget, in one process, the two libraries alternating per
-repeat. One JSON line per row as it finishes, then a summary line.
+".[bench]"`) on the same cost function and the same budget, in one process, the two libraries interleaved solve
+by solve. One JSON line per row as it finishes, then a summary line.
 
 Costs (both libraries call the same function; a wrapper counts the candidate sequences it scores):
 - `analytic`: a point mass in the plane, `x_{t+1} = x_t + 0.1 * clip(a_t, -1, 1)`, from a start to a goal drawn
@@ -117,27 +117,30 @@ def peer(name: str, cost: CountedCost, n: int, horizon: int, action_dim: int, se
     return out["actions"].float()
 
 
-def row(library: str, name: str, cost_name: str, n: int, make_cost, repeats: int, seed: int) -> dict:
-    """One library's planner on n problems: `repeats` solves (plus one to warm up), each with its own seed."""
-    fn = ours if library == "ours" else peer
-    times, finals, outside, evaluations = [], [], [], 0
+def pair(name: str, cost_name: str, n: int, make_cost, repeats: int, seed: int) -> dict:
+    """Both libraries' planner on n problems: `repeats` solves each (plus one to warm up), each with its own seed,
+    the two interleaved solve by solve (the peer first) so that a drift in the machine's speed hits both alike."""
+    runs = {library: {"times": [], "finals": [], "outside": [], "evaluations": 0} for library in ("peer", "ours")}
     for r in range(repeats + 1):
-        cost, horizon, action_dim = make_cost(n, seed)
-        counted = CountedCost(cost)
-        started = time.perf_counter()
-        plan = fn(name, counted, n, horizon, action_dim, seed + r)
-        elapsed = time.perf_counter() - started
-        if r == 0:
-            continue  # warm-up
-        times.append(elapsed)
-        evaluations = counted.evaluations
-        with torch.no_grad():
-            finals.append(float(cost(plan[:, None].clamp(-1, 1), None).mean()))
-        outside.append(float((plan.abs() > 1.0 + 1e-6).float().mean()))
-    return {"library": library, "planner": name, "cost": cost_name, "problems": n,
-            "ms": round(1000 * statistics.median(times), 2), "evaluations": evaluations,
-            "final_cost": round(float(np.mean(finals)), 5),
-            "out_of_bounds": round(float(np.mean(outside)), 3)}  # fmt: skip
+        for library, fn in (("peer", peer), ("ours", ours)):
+            cost, horizon, action_dim = make_cost(n, seed)
+            counted = CountedCost(cost)
+            started = time.perf_counter()
+            plan = fn(name, counted, n, horizon, action_dim, seed + r)
+            elapsed = time.perf_counter() - started
+            if r == 0:
+                continue  # warm-up
+            run = runs[library]
+            run["times"].append(elapsed)
+            run["evaluations"] = counted.evaluations
+            with torch.no_grad():
+                run["finals"].append(float(cost(plan[:, None].clamp(-1, 1), None).mean()))
+            run["outside"].append(float((plan.abs() > 1.0 + 1e-6).float().mean()))
+    return {library: {"library": library, "planner": name, "cost": cost_name, "problems": n,
+                      "ms": round(1000 * statistics.median(run["times"]), 2), "evaluations": run["evaluations"],
+                      "final_cost": round(float(np.mean(run["finals"])), 5),
+                      "out_of_bounds": round(float(np.mean(run["outside"])), 3)}
+            for library, run in runs.items()}  # fmt: skip
 
 
 def main() -> None:
@@ -161,11 +164,10 @@ def main() -> None:
     for cost_name in args.costs:
         for n in args.problems:
             for name in args.planners:
-                pair = {}
-                for library in ("peer", "ours"):  # alternating, the peer first
-                    pair[library] = row(library, name, cost_name, n, makers[cost_name], args.repeats, args.seed)
-                    print(json.dumps({**pair[library], "threads": args.threads}), flush=True)
-                rows.append(pair)
+                both = pair(name, cost_name, n, makers[cost_name], args.repeats, args.seed)
+                for library in ("peer", "ours"):
+                    print(json.dumps({**both[library], "threads": args.threads}), flush=True)
+                rows.append(both)
     wins = [
         p for p in rows if p["ours"]["ms"] <= p["peer"]["ms"] and p["ours"]["final_cost"] <= p["peer"]["final_cost"]
     ]

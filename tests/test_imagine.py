@@ -61,6 +61,37 @@ def test_step_by_step_imagination_with_restarts_matches_batched_rollouts(jepa):
     torch.testing.assert_close(steps[[0, 2]], going_on, atol=1e-5, rtol=1e-4)
 
 
+def test_restarts_folded_into_steps_match_batched_rollouts_across_steps_and_repeats(jepa):
+    """Restarts are encoded by the next step (their history frames ride along in its trunk call): rows restarted on
+    consecutive steps, and a row restarted twice before a step (the second start wins), still imagine exactly what
+    a fresh rollout from their start does."""
+    model, _, _ = jepa
+    torch.manual_seed(1)
+    h, a = model.spec.num_hist, model.spec.block_action_dim
+    z, past, acts = torch.randn(5, h, 1, 74), torch.randn(5, h - 1, a), torch.randn(5, 8, a)
+    starts = {k: (torch.randn(1, h, 1, 74), torch.randn(1, h - 1, a)) for k in ("r1", "r3_first", "r3", "r0")}
+    with torch.no_grad():
+        state = model.start_imagination(z, past)
+        steps = [model.imagine_step(state, acts[:, 0])]
+        model.restart_imagination(state, torch.tensor([1]), *starts["r1"])
+        model.restart_imagination(state, torch.tensor([3]), *starts["r3_first"])
+        model.restart_imagination(state, torch.tensor([3]), *starts["r3"])  # replaces the first restart of row 3
+        steps.append(model.imagine_step(state, acts[:, 1]))
+        model.restart_imagination(state, torch.tensor([0]), *starts["r0"])  # the next step: another row
+        steps += [model.imagine_step(state, acts[:, i]) for i in range(2, 6)]
+        steps = torch.stack(steps, 1)  # (5, 6, 1, 74)
+        expect = {
+            1: model.rollout(starts["r1"][0], acts[1:2, 1:6], past_actions=starts["r1"][1])[0],
+            3: model.rollout(starts["r3"][0], acts[3:4, 1:6], past_actions=starts["r3"][1])[0],
+            0: model.rollout(starts["r0"][0], acts[0:1, 2:6], past_actions=starts["r0"][1])[0],
+        }
+        untouched = model.rollout(z[[2, 4]], acts[[2, 4], :6], past_actions=past[[2, 4]])
+    torch.testing.assert_close(steps[1, 1:], expect[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(steps[3, 1:], expect[3], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(steps[0, 2:], expect[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(steps[[2, 4]], untouched, atol=1e-5, rtol=1e-4)
+
+
 def drive(env, steps: int, seed: int = 0):
     """Random actions from the env's own (seeded) action space; returns the observations and rewards."""
     env.action_space.seed(seed)

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from wm import threads
 from wm.device import to_device
 from wm.errors import WMError
 from wm.models.checkpoint import (
@@ -299,6 +300,7 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             bar.update(1)
+            threads.tick()
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 record = {k: round(float(v), 5) for k, v in metrics.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "pred", "copy_last")})

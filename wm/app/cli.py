@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import NamedTuple
 
+from wm import threads
 from wm.app import flags
 from wm.errors import WMError
 
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
+        threads.configure()  # torch threads fitted to the CPUs free now, re-fitted by the long loops
         COMMANDS[args.command].run(args)
         return 0
     except WMError as e:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from envs.controller import Controller, ZeroActions
 from envs.registry import make_env, require_state_hooks
+from wm import threads
 from wm.errors import WMError
 from wm.evaluation.media import summary_figure, write_episode_videos
 from wm.evaluation.metrics import percentiles, rate
@@ -149,6 +150,7 @@ def run_controller(problems: Problems, controller: Controller, desc: str = "epis
             recorder.stepped(actions, [r[1] for r in steps])
             recorder.observed(obs_list, [r[4] for r in steps], goals)
         controller.executed(t, obs, actions)
+        threads.tick()
     states = [env.get_state() for env in envs]
     judged = problems.judged
     success = np.array(

@@ -28,9 +28,20 @@ def rope_tables(frames: torch.Tensor, head_dim: int, base: float) -> tuple[torch
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x (..., L, head_dim)` by the tables `cos, sin (L, head_dim)` of `rope_tables`."""
+    """Rotate `x (..., L, head_dim)` by the tables `cos, sin (L, head_dim)` of `rope_tables` (or `(b, 1, L,
+    head_dim)`: a frame index per row of x `(b, heads, L, head_dim)`)."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
+def fold_mask(count: int, fresh: int, keep: int, tokens: int, device=None) -> torch.Tensor:
+    """Boolean `(count + keep * fresh, 1, 1, (keep + 1) * tokens)` for a step that folds in restarts
+    (`FrameKVCache.fold`): a running row attends to every slot, fresh frame m to the fresh frames before it and
+    itself."""
+    allowed = torch.ones(count + keep * fresh, keep + 1, dtype=torch.bool, device=device)
+    for m in range(keep):
+        allowed[count + m * fresh : count + (m + 1) * fresh, m:keep] = False
+    return allowed.repeat_interleave(tokens, dim=1)[:, None, None]
 
 
 def window_mask(frames_q: torch.Tensor, frames_k: torch.Tensor, num_hist: int) -> torch.Tensor:
@@ -53,13 +64,29 @@ class FrameKVCache:
         self.keep = num_hist - 1
         self.tokens_per_frame = tokens_per_frame
         self.samples = samples
+        self.folding: tuple[torch.Tensor, int] | None = None
+
+    def fold(self, rows: torch.Tensor, count: int) -> None:
+        """Make the next updates (one per layer, until `folding` is reset) also start fresh rollouts in rows
+        `rows (R,)` of the `count` running ones: the new keys then hold the `count` rows' newest frame followed by
+        the R fresh histories' `keep` frames, group-major (`count + m * R + r` is frame m of fresh row r); see
+        `fold_mask` for what each may attend to. Per-sample caches only (`samples` 1: imagination)."""
+        if self.samples != 1 or any(len(f) != self.keep for f in self.frames):
+            raise ValueError("folding restarts needs a per-row cache holding num_hist - 1 frames")
+        self.folding = (rows, count)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values of the cached frames followed by the new ones, then cache the new frames (evicting old ones).
 
         `k, v (b, heads, T*N, head_dim)` for T new frames, with b = B (shared) or B*S. Returns `(b', heads, L,
         head_dim)` with b' = B*S when any part is per sample. New frames must fit the window with the cached ones.
+        While `folding`, `k, v` are `(count + keep * R, heads, N, head_dim)` and the result `(count + keep * R,
+        heads, (keep + 1) * N, head_dim)`: slot j < keep of a running row is its cached frame j (a restarted row's:
+        its fresh frame j), of fresh frame m the fresh frame j where j < m (zeros, masked, elsewhere); the last slot
+        is every row's own keys.
         """
+        if self.folding is not None:
+            return self._update_folded(layer, k, v)
         past = self.frames[layer]
         if past:
             k_all = self._broadcast_cat([e[0] for e in past] + [k])
@@ -70,6 +97,20 @@ class FrameKVCache:
         past.extend(zip(k.split(n, dim=2), v.split(n, dim=2), strict=True))
         del past[: max(len(past) - self.keep, 0)]
         return k_all, v_all
+
+    def _update_folded(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, count = self.folding
+        r, keep = rows.shape[0], self.keep
+        slots, cached = [], []
+        for part, new in enumerate((k, v)):
+            fresh = [new[count + m * r : count + (m + 1) * r] for m in range(keep)]  # keep x (R, h, N, d)
+            running = [entry[part].index_copy(0, rows, f) for entry, f in zip(self.frames[layer], fresh, strict=True)]
+            zeros = new.new_zeros(fresh[0].shape) if keep else None
+            slot = [torch.cat([running[j], *(fresh[j] if j < m else zeros for m in range(keep))]) for j in range(keep)]
+            slots.append(torch.cat([*slot, new], dim=2))
+            cached.append([*running[1:], new[:count]])
+        self.frames[layer] = list(zip(*cached, strict=True))
+        return slots[0], slots[1]
 
     def _broadcast_cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """Concatenate `(B or B*S, heads, L_i, head_dim)` parts along tokens -> `(B*S, heads, sum L_i, head_dim)`."""
@@ -102,7 +143,8 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """`x (b, L, dim)` -> `(b, L, dim)`.
 
-        `cos, sin (L, head_dim)` from `rope_tables`; `mask (L, L')` boolean (None = attend to every key); with a
+        `cos, sin (L, head_dim)` from `rope_tables` (or per row, `(b, 1, L, head_dim)`); `mask (L, L')` boolean (or
+        any shape that broadcasts to `(b, heads, L, L')`; None = attend to every key); with a
         `cache`, the keys are the cached frames of `layer` followed by these L tokens (L' = cached + L tokens).
         """
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from wm.errors import WMError
-from wm.models.attention import FrameKVCache, SelfAttention, rope_tables, window_mask
+from wm.models.attention import FrameKVCache, SelfAttention, fold_mask, rope_tables, window_mask
 
 CONDITIONINGS = ("concat", "adaln")
 
@@ -110,11 +110,13 @@ class Block(nn.Module):
 @dataclass
 class Imagination:
     """A step-by-step rollout in progress: the KV cache of the frames before `z`, the newest latents
-    `z (B, 1, N, D)` and their frame index."""
+    `z (B, 1, N, D)` and their frame index; `pending` restarts `(rows (R,), z_hist (R, num_hist, N, D),
+    past_actions (R, num_hist-1, A))` whose history frames the next step encodes (`BlockCausalPredictor.restart`)."""
 
     cache: FrameKVCache
     z: torch.Tensor
     frame: int
+    pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class BlockCausalPredictor(nn.Module):
@@ -201,26 +203,48 @@ class BlockCausalPredictor(nn.Module):
 
     def step(self, state: Imagination, actions: torch.Tensor) -> torch.Tensor:
         """Advance `state` by one frame under normalised `actions (B, A)`; returns the new latents `(B, N, D)`
-        (the same as `rollout` with the cache, one step at a time)."""
-        hidden = self._trunk(state.z, actions[:, None], first_frame=state.frame, cache=state.cache)
+        (the same as `rollout` with the cache, one step at a time). Pending restarts are folded into the same trunk
+        call: their history frames ride along as extra rows (`FrameKVCache.fold`), so a step with restarts costs
+        one call of B + (num_hist-1) * R rows instead of two (whose fixed per-layer cost dominated at small R)."""
+        z, acts, count = state.z, actions[:, None], state.z.shape[0]
+        row_frames = mask = None
+        if state.pending is not None:
+            rows, z_hist, past = state.pending
+            keep, fresh, n = self.cfg.num_hist - 1, rows.shape[0], self.cfg.tokens_per_frame
+            z = torch.cat([z, z_hist[:, :keep].transpose(0, 1).flatten(0, 1)[:, None]])  # + (keep*R, 1, N, D)
+            acts = torch.cat([acts, past.transpose(0, 1).flatten(0, 1)[:, None]])  # fresh frame m: rows count+m*R..
+            offsets = torch.arange(-keep, 0, device=z.device).repeat_interleave(fresh)
+            row_frames = state.frame + torch.cat([offsets.new_zeros(count), offsets])  # (count + keep*R,)
+            mask = fold_mask(count, fresh, keep, n, device=z.device)
+            state.cache.fold(rows, count)
+        try:
+            hidden = self._trunk(z, acts, state.frame, state.cache, row_frames=row_frames, mask=mask)[:count]
+        finally:
+            state.cache.folding, state.pending = None, None
         state.z, state.frame = self.head(self.norm(hidden)), state.frame + 1
         return state.z[:, 0]
 
     def restart(self, state: Imagination, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
         """Replace rows `rows (R,)` of a running `state` by fresh starts from `z_hist (R, num_hist, N, D)` and
-        `past_actions (R, num_hist-1, A)`; the other rows go on undisturbed."""
+        `past_actions (R, num_hist-1, A)`; the other rows go on undisturbed. The newest latents change at once; the
+        history frames are encoded by the next `step` (a restart before it of the same row replaces this one)."""
+        keep = self.cfg.num_hist - 1
         if z_hist.shape[1] != self.cfg.num_hist:
             raise WMError(f"restarts need num_hist={self.cfg.num_hist} history frames, got {z_hist.shape[1]}")
-        fresh = self.start(z_hist, past_actions, first_frame=state.frame - (self.cfg.num_hist - 1))
-        for layer, frames in enumerate(state.cache.frames):
-            if len(frames) != len(fresh.cache.frames[layer]):
-                raise WMError("restart needs a running rollout that began with num_hist history frames")
-            for j, ((k, v), (k_new, v_new)) in enumerate(zip(frames, fresh.cache.frames[layer], strict=True)):
-                k, v = k.clone(), v.clone()
-                k[rows], v[rows] = k_new, v_new
-                frames[j] = (k, v)
+        self._check(z_hist, past_actions, keep)
+        if state.cache.samples != 1 or any(len(frames) != keep for frames in state.cache.frames):
+            raise WMError("restart needs a running rollout that began with num_hist history frames")
+        rows = torch.as_tensor(rows, device=state.z.device).long()
         state.z = state.z.clone()
-        state.z[rows] = fresh.z
+        state.z[rows] = z_hist[:, -1:]
+        if keep == 0:
+            return
+        if state.pending is not None:
+            old_rows, old_z, old_past = state.pending
+            stay = ~torch.isin(old_rows, rows)
+            rows = torch.cat([old_rows[stay], rows])
+            z_hist, past_actions = torch.cat([old_z[stay], z_hist]), torch.cat([old_past[stay], past_actions])
+        state.pending = (rows, z_hist, past_actions)
 
     def _rollout_recompute(
         self, z_hist: torch.Tensor, past_actions: torch.Tensor, actions: torch.Tensor
@@ -236,10 +260,17 @@ class BlockCausalPredictor(nn.Module):
         return z[:, T0:]
 
     def _trunk(
-        self, z: torch.Tensor, actions: torch.Tensor, first_frame: int, cache: FrameKVCache | None = None
+        self,
+        z: torch.Tensor,
+        actions: torch.Tensor,
+        first_frame: int,
+        cache: FrameKVCache | None = None,
+        row_frames: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states `(b, T, N, dim)` of frames `first_frame .. first_frame+T-1` from `z (b, T, N, D)` and
-        `actions (b, T, A)`; with a `cache`, the T frames also attend to (and are appended to) the cached frames."""
+        `actions (b, T, A)`; with a `cache`, the T frames also attend to (and are appended to) the cached frames.
+        A folded step (T = 1) gives each row its own frame index `row_frames (b,)` and its attention `mask`."""
         b, t, n, _ = z.shape
         emb = self.action_embed(actions)  # (b, T, E)
         if self.cond_proj is None:
@@ -247,9 +278,14 @@ class BlockCausalPredictor(nn.Module):
         else:
             x, cond = self.input_proj(z), self.cond_proj(emb)
         x = x + self.spatial_pos
-        frames = torch.arange(first_frame, first_frame + t, device=z.device).repeat_interleave(n)  # (T*N,)
-        cos, sin = rope_tables(frames, self.cfg.dim // self.cfg.heads, self.cfg.rope_base)
-        mask = window_mask(frames, frames, self.cfg.num_hist) if t > 1 else None
+        head_dim = self.cfg.dim // self.cfg.heads
+        if row_frames is not None:
+            tables = rope_tables(row_frames.repeat_interleave(n), head_dim, self.cfg.rope_base)  # (b*N, head_dim)
+            cos, sin = (table.view(b, 1, n, head_dim) for table in tables)
+        else:
+            frames = torch.arange(first_frame, first_frame + t, device=z.device).repeat_interleave(n)  # (T*N,)
+            cos, sin = rope_tables(frames, head_dim, self.cfg.rope_base)
+            mask = window_mask(frames, frames, self.cfg.num_hist) if t > 1 else None
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, cos, sin, mask, cache, layer)
         return x
