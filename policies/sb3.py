@@ -47,10 +47,11 @@ class ImaginedSB3Env(VecEnv):
 
     @torch.no_grad()
     def step_wait(self):
-        obs = {k: torch.as_tensor(v, device=self.env.device) for k, v in self._obs.items()}
-        actions = torch.as_tensor(self._actions, device=self.env.device)
+        actions = torch.as_tensor(self._actions, device=self.env.device)  # SB3 hands numpy: one copy in
+        if self.action_map is not None or self.anchor is not None:  # only these read the latents again
+            obs = {k: torch.as_tensor(v, device=self.env.device) for k, v in self._obs.items()}
         env_actions = self.action_map(obs, actions) if self.action_map is not None else actions
-        new_obs, reward, terminated, truncated, info = self.env.step(env_actions.cpu().numpy())
+        new_obs, reward, terminated, truncated, info = self.env.step(env_actions)  # stays on the device
         reward = reward.astype(np.float32)
         if self.anchor is not None:
             bc, weight = self.anchor

@@ -252,6 +252,9 @@ def main() -> None:
             "matmul_peak_gflops": round(peak / 1e9, 1),
             "cem_achieved_gflops": round(achieved / 1e9, 2),
             "fraction_of_peak": round(achieved / peak, 3),
+            # the speedup over the reference loop were every FLOP of our replan run at the matmul peak: the ceiling
+            # of P1 for this model and budget unless a replan does fewer FLOPs
+            "speedup_at_peak": round(report["reference"]["per_problem_s"] / (flops / peak / args.problems), 1),
         }
     stream({"flops": report["flops"]})
     report["mppi_vs_pytorch_mppi"] = {"samples": 500, "horizon": 15, **mppi_comparison(500, 15, commands=50)}

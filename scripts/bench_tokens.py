@@ -4,7 +4,8 @@ A JEPA's frame latent is a grid of `encoder.tokens` pooled patch tokens (`wm.mod
 and its KV cache then run over frames x tokens. For each token count this builds the `--checkpoint`'s model with
 only `encoder.tokens` changed (untrained weights: the cost does not depend on them) and times a steady-state MPC
 replan (`bench_planning.replan_latency`: iCEM 300 samples x 10 iterations, `--problems` problems at once, horizon
-8, fp32 and bf16 autocast) and one encoder + training step on a batch of 32 windows.
+8, fp32 and bf16 autocast), its FLOPs (torch's flop counter) as a fraction of this CPU's dense fp32 matmul rate,
+and one encoder + training step on a batch of 32 windows.
 
     python scripts/bench_tokens.py --checkpoint checkpoints/jepa-reacher --tokens 1 4 16 --threads 2
 """
@@ -18,7 +19,8 @@ import time
 
 import numpy as np
 import torch
-from bench_planning import replan_latency
+from bench_planning import matmul_flops, replan_latency, warmed_controller
+from torch.utils.flop_counter import FlopCounterMode
 
 import envs  # noqa: F401  (first: the GL/LLVM load order)
 from envs.registry import make_env
@@ -71,6 +73,7 @@ def main() -> None:
     env_id = args.env or config.trained_on.env_id
     print(json.dumps({"checkpoint": args.checkpoint, "env": env_id, "problems": args.problems,
                       "threads": args.threads, "planner": "icem 300 x 10, horizon 8"}), flush=True)  # fmt: skip
+    peak = matmul_flops(torch.float32)  # this CPU's dense fp32 matmul FLOP/s at these threads
     for tokens in args.tokens:
         settings = copy.deepcopy(config.model)
         settings["encoder"]["tokens"] = tokens
@@ -86,6 +89,12 @@ def main() -> None:
                 times = replan_latency(model, "icem", start, goal, args.repeats, 8, bf16=precision == "bf16")
             row[f"replan_s_{precision}"] = round(float(np.median(times)), 3)
             row[f"replan_s_per_problem_{precision}"] = round(float(np.median(times)) / args.problems, 4)
+        with torch.no_grad():
+            _, replan = warmed_controller(model, "icem", start, goal, 8)  # its warm-up replan is not counted
+            with FlopCounterMode(display=False) as counter:
+                replan()
+        row["replan_gflop"] = round(counter.get_total_flops() / 1e9, 2)
+        row["fraction_of_fp32_peak"] = round(counter.get_total_flops() / row["replan_s_fp32"] / peak, 3)
         row["train_step_s_batch32"] = round(train_step_s(model), 3)
         print(json.dumps(row), flush=True)
 

