@@ -1,7 +1,7 @@
 """How many CPU threads torch's kernels use in a `wm` job, chosen for the machine as it is while the job runs.
 
-Two thread pools on the same cores do not share them, they fight: on a 2-core machine a planning step ran 2.6x
-slower with 2 torch threads beside one busy process than with 1 (`scripts/bench_imagine.py --busy`). So a job takes
+Two thread pools on the same cores do not share them, they fight: on a 2-core machine beside one busy process the
+imagined env ran 2.3x slower on 2 torch threads than on 1 (`scripts/bench_imagine.py --busy 1`). So a job takes
 the CPUs it may use (its affinity) minus those other processes keep busy *now* (runnable tasks in `/proc/loadavg`
 less this process's own running threads, the median of a few samples), at least one, and its long loops look again
 every `recheck_s` seconds (`ThreadBudget.tick`), giving threads back when the machine gets busy and taking them
