@@ -191,15 +191,14 @@ class BlockCausalPredictor(nn.Module):
             preds.append(z)
         return torch.cat(preds, dim=1)
 
-    def start(self, z_hist: torch.Tensor, past_actions: torch.Tensor, first_frame: int = 0) -> Imagination:
+    def start(self, z_hist: torch.Tensor, past_actions: torch.Tensor) -> Imagination:
         """Begin a step-by-step rollout from `z_hist (B, T, N, D)` (T <= num_hist) and the normalised actions between
-        them `past_actions (B, T-1, A)`: the history is encoded into a KV cache once. Frame indices start at
-        `first_frame` (only offsets matter; `restart` uses it to align new rows with a running batch)."""
+        them `past_actions (B, T-1, A)`: the history is encoded into a KV cache once (frames 0 .. T-1)."""
         self._check(z_hist, past_actions, z_hist.shape[1] - 1)
         cache = FrameKVCache(self.cfg.depth, self.cfg.num_hist, self.cfg.tokens_per_frame, 1)
         if z_hist.shape[1] > 1:
-            self._trunk(z_hist[:, :-1], past_actions, first_frame=first_frame, cache=cache)
-        return Imagination(cache, z_hist[:, -1:], first_frame + z_hist.shape[1] - 1)
+            self._trunk(z_hist[:, :-1], past_actions, first_frame=0, cache=cache)
+        return Imagination(cache, z_hist[:, -1:], z_hist.shape[1] - 1)
 
     def step(self, state: Imagination, actions: torch.Tensor) -> torch.Tensor:
         """Advance `state` by one frame under normalised `actions (B, A)`; returns the new latents `(B, N, D)`
