@@ -123,9 +123,9 @@ def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / best
 
 
-def replan_flops(model, start: dict, goal: dict, horizon: int) -> int:
-    """FLOPs of one CEM replan (all problems) as counted by torch's flop counter."""
-    _, replan = warmed_controller(model, "cem", start, goal, horizon)
+def replan_flops(model, start: dict, goal: dict, horizon: int, name: str = "cem") -> int:
+    """FLOPs of one steady-state replan of planner `name` (all problems) as counted by torch's flop counter."""
+    _, replan = warmed_controller(model, name, start, goal, horizon)
     with FlopCounterMode(display=False) as counter:
         replan()
     return counter.get_total_flops()

@@ -19,8 +19,7 @@ import time
 
 import numpy as np
 import torch
-from bench_planning import matmul_flops, replan_latency, warmed_controller
-from torch.utils.flop_counter import FlopCounterMode
+from bench_planning import matmul_flops, replan_flops, replan_latency
 
 import envs  # noqa: F401  (first: the GL/LLVM load order)
 from envs.registry import make_env
@@ -90,11 +89,9 @@ def main() -> None:
             row[f"replan_s_{precision}"] = round(float(np.median(times)), 3)
             row[f"replan_s_per_problem_{precision}"] = round(float(np.median(times)) / args.problems, 4)
         with torch.no_grad():
-            _, replan = warmed_controller(model, "icem", start, goal, 8)  # its warm-up replan is not counted
-            with FlopCounterMode(display=False) as counter:
-                replan()
-        row["replan_gflop"] = round(counter.get_total_flops() / 1e9, 2)
-        row["fraction_of_fp32_peak"] = round(counter.get_total_flops() / row["replan_s_fp32"] / peak, 3)
+            flops = replan_flops(model, start, goal, 8, name="icem")
+        row["replan_gflop"] = round(flops / 1e9, 2)
+        row["fraction_of_fp32_peak"] = round(flops / row["replan_s_fp32"] / peak, 3)
         row["train_step_s_batch32"] = round(train_step_s(model), 3)
         print(json.dumps(row), flush=True)
 

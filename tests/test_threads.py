@@ -78,3 +78,12 @@ def test_cli_rejects_bad_setting(monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "wm: error: WM_THREADS must be a positive whole number or auto, got 'many'"
     ]
+
+
+def test_a_command_that_has_not_loaded_torch_sets_it_up_without_loading_it():
+    code = (
+        "import sys; from wm import threads; threads.configure('1'); assert 'torch' not in sys.modules; "
+        "import torch; print(torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -64,8 +65,9 @@ def parse_threads(setting: str) -> int | None:
 
 
 class ThreadBudget:
-    """Sets `torch.set_num_threads` for a job: pinned (`WM_THREADS=N`) or fitted to the free CPUs (`auto`), see the
-    module docstring. `threads` is the count in use; `tick()` is cheap and re-fits at most every `recheck_s`."""
+    """Sets torch's thread count for a job (`OMP_NUM_THREADS` before torch is loaded, `set_num_threads` after):
+    pinned (`WM_THREADS=N`) or fitted to the free CPUs (`auto`), see the module docstring. `threads` is the count in
+    use; `tick()` is cheap and re-fits at most every `recheck_s`."""
 
     def __init__(self, setting: str | None = None, recheck_s: float = 30.0, busy=busy_elsewhere):
         self.pinned = parse_threads(os.environ.get("WM_THREADS", "auto") if setting is None else setting)
@@ -79,9 +81,10 @@ class ThreadBudget:
         cpus = usable_cpus()
         want = self.pinned or max(1, cpus - self.busy())
         if want != self.threads:
-            import torch  # here, not at the top: `wm --help`, `wm envs` and `wm info` never load torch
-
-            torch.set_num_threads(want)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(want)
+            else:  # torch reads it when it loads: `wm envs` or `wm info` never load torch for this
+                os.environ["OMP_NUM_THREADS"] = str(want)
             if self.threads or want < cpus:  # say so when it is not simply every CPU at the start
                 why = "WM_THREADS" if self.pinned else f"{cpus - want} of {cpus} CPUs busy elsewhere"
                 log.info("torch threads: %d (%s; WM_THREADS=N pins them)", want, why)

@@ -88,9 +88,8 @@ class FrameKVCache:
         """Make the next updates (one per layer, until `folding` is reset) also start fresh rollouts in rows
         `rows (R,)` of the `count` running ones: the new keys then hold the `count` rows' newest frame followed by
         the R fresh histories' `keep` frames, group-major (`count + m * R + r` is frame m of fresh row r); see
-        `fold_mask` for what each may attend to. Per-sample caches only (`samples` 1: imagination)."""
-        if self.samples != 1 or any(len(f) != self.keep for f in self.frames):
-            raise ValueError("folding restarts needs a per-row cache holding num_hist - 1 frames")
+        `fold_mask` for what each may attend to. Per-sample caches holding `keep` frames only (imagination; the
+        predictor's `restart` checks it)."""
         self.folding = (rows, count)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
