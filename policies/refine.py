@@ -60,6 +60,8 @@ class RefineConfig:
     reward: str = "probability"
     anchor: float = 0.0  # ppo: weight of the BC anchor in the reward (0: off)
     uncertainty_penalty: float = 0.0  # reward -= this * the success ensemble's disagreement (MOPO; 0: off)
+    bf16: bool = False  # imagine under bfloat16 autocast (GPUs, CPUs with native bf16)
+    compile: bool = False  # compile the world model's step (torch.compile; latent models)
     lr: float = 3e-5
     n_steps: int = 32  # blocks per env per rollout: a rollout is n_steps * num_envs imagined steps
     batch_size: int = 512
@@ -159,7 +161,8 @@ def refine(policy, model, starts, cfg: RefineConfig, out, run_config: dict):
     out = Path(out)
     env = ImaginedVectorEnv(model, starts, cfg.num_envs, cfg.horizon, policy.cfg.history, cfg.reward,
                             autoreset_mode=AutoresetMode.SAME_STEP,
-                            uncertainty_penalty=cfg.uncertainty_penalty)  # fmt: skip
+                            uncertainty_penalty=cfg.uncertainty_penalty, bf16=cfg.bf16,
+                            compile=cfg.compile)  # fmt: skip
     if cfg.algo == "ppo":
         actor_config, actor_state = policy.cfg.to_dict(), policy.state_dict()
         vec = ImaginedSB3Env(env, anchor=(policy, cfg.anchor) if cfg.anchor > 0 else None)

@@ -11,8 +11,12 @@ Threads: `--threads N` pins N torch threads for the run; `--threads auto` lets t
 (`wm.threads`: the free CPUs, as every `wm` command does). `--busy K` starts K busy processes (a Python loop each)
 beside the run, to measure it on a loaded machine; the report says the threads used and the load.
 
+`--bf16` imagines under bfloat16 autocast, `--compile` compiles the JEPA's step (`ImaginedVectorEnv`'s switches;
+the diffusion model runs with bf16 only); `warmup_s` is the time of the first 200 steps, which includes compiling
+and building bf16 kernels for each row count; the rates are the steady state after it.
+
 Usage: python scripts/bench_imagine.py [--num-envs 1 64 256] [--steps 50] [--threads 2|auto] [--busy 0]
-           [--skip-diffusion]
+           [--skip-diffusion] [--bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from wm.models.registry import build_world_model
 from wm.threads import ThreadBudget
 
 VELOCITY = (2, 3)
+WARMUP = 200  # vector steps before the clock starts (20 episodes of 10 blocks)
 
 
 def make_store(path: str) -> None:
@@ -49,23 +54,31 @@ def make_store(path: str) -> None:
 
 
 @torch.no_grad()
-def env_rate(model, store: str, num_envs: int, steps: int) -> dict:
-    env = ImaginedVectorEnv(model, StoreStarts(model, store, velocity_dims=VELOCITY), num_envs=num_envs, horizon=10)
+def env_rate(model, store: str, num_envs: int, steps: int, **options) -> dict:
+    """Blocks per second of `steps` vector steps after a warm-up of `WARMUP` steps: a compiled step compiles at the
+    first steps and the first restarts, and bf16 matmul kernels are built for each new row count (the restarts of a
+    step vary it); `options`: `bf16`, `compile`."""
+    horizon = 10
+    env = ImaginedVectorEnv(model, StoreStarts(model, store, velocity_dims=VELOCITY), num_envs=num_envs,
+                            horizon=horizon, **options)  # fmt: skip
+    started = time.perf_counter()
     env.reset(seed=0)
     env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(steps + 2)]
-    for a in actions[:2]:  # warm-up
+    warmup = WARMUP
+    actions = [env.action_space.sample() for _ in range(steps + warmup)]
+    for a in actions[:warmup]:
         env.step(a)
-    started = time.perf_counter()
-    for a in actions[2:]:
+    warmed = time.perf_counter()
+    for a in actions[warmup:]:
         env.step(a)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - warmed
     fs = model.spec.frameskip
     return {
         "num_envs": num_envs,
         "imagined_steps_per_s": round(num_envs * steps / seconds, 1),
         "env_steps_per_s": round(num_envs * steps * fs / seconds, 1),
         "ms_per_vector_step": round(1000 * seconds / steps, 2),
+        "warmup_s": round(warmed - started, 2),
     }
 
 
@@ -94,6 +107,8 @@ def main() -> None:
     parser.add_argument("--threads", default="2", help="torch threads: a number, or auto (the engine's choice)")
     parser.add_argument("--busy", type=int, default=0, help="busy processes to run beside the bench")
     parser.add_argument("--skip-diffusion", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="imagine under bfloat16 autocast")
+    parser.add_argument("--compile", action="store_true", help="compile the JEPA's step (torch.compile)")
     args = parser.parse_args()
     torch.manual_seed(0)
     jepa, _ = load_checkpoint(args.checkpoint)
@@ -103,15 +118,16 @@ def main() -> None:
         threads = ThreadBudget(args.threads).threads  # after the busy ones started, so `auto` sees them
         result = {"machine": {"cpus": os.cpu_count(), "torch_threads": threads, "threads_setting": args.threads,
                               "busy_processes": args.busy, "load_average_at_start": round(os.getloadavg()[0], 2)},
-                  "imagined_env": {}}  # fmt: skip
+                  "bf16": args.bf16, "compile": args.compile, "imagined_env": {}}  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             store = f"{tmp}/store"
             make_store(store)
-            result["imagined_env"]["jepa"] = [env_rate(jepa, store, n, args.steps) for n in args.num_envs]
+            options = {"bf16": args.bf16, "compile": args.compile}
+            result["imagined_env"]["jepa"] = [env_rate(jepa, store, n, args.steps, **options) for n in args.num_envs]
             if not args.skip_diffusion:
                 diffusion = build_world_model({"kind": "diffusion", "success_goal": True}).eval()
                 result["imagined_env"]["diffusion"] = [
-                    env_rate(diffusion, store, n, args.diffusion_steps) for n in args.num_envs
+                    env_rate(diffusion, store, n, args.diffusion_steps, bf16=args.bf16) for n in args.num_envs
                 ]
         result["policy"] = {kind: policy_rate(kind, jepa) for kind in ("gaussian", "diffusion")}
     finally:

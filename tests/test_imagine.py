@@ -140,6 +140,25 @@ def test_imagined_env_speaks_gymnasiums_vector_api_for_the_jepa(jepa, maze):
     assert ended >= env.num_envs
 
 
+def test_bf16_and_compiled_imagination_follow_float32(jepa, maze):
+    """Under `bf16` autocast and with a compiled step, the env imagines what float32 eager does, up to bf16's
+    rounding and the compiled kernels' float reordering, and its observations stay float32 (restarts included)."""
+    model, _, path = jepa
+    starts = StoreStarts(model, maze, goal_blocks=(1, 4), velocity_dims=VELOCITY)
+
+    def latents(world_model, **options):
+        env = ImaginedVectorEnv(world_model, starts, num_envs=8, horizon=3, reward="probability", **options)
+        history, _ = drive(env, 7, seed=3)  # two restarts per env
+        return np.stack([obs["latents"] for obs in history])
+
+    reference = latents(model)
+    bf16 = latents(model, bf16=True)
+    assert bf16.dtype == np.float32
+    assert 0 < np.linalg.norm(bf16 - reference) / np.linalg.norm(reference) < 0.05
+    compiled = latents(load_checkpoint(path)[0], compile=True)  # its own copy: compiling changes the model
+    np.testing.assert_allclose(compiled, reference, atol=1e-4, rtol=1e-4)
+
+
 def test_same_step_autoreset_puts_the_last_observation_in_info(jepa, maze):
     model, _, _ = jepa
     starts = StoreStarts(model, maze, velocity_dims=VELOCITY)
@@ -207,6 +226,10 @@ def test_imagined_env_runs_a_diffusion_model_too(maze):
         np.testing.assert_array_equal(a["latents"], b["latents"])
     assert first[0]["latents"].shape == (3, 1, 64 * 64, 3)
     assert env.render().shape == (3, 64, 64, 3)
+    bf16, _ = drive(ImaginedVectorEnv(model, starts, num_envs=3, horizon=2, bf16=True), 4, seed=1)
+    assert all(obs["latents"].dtype == np.float32 and np.isfinite(obs["latents"]).all() for obs in bf16)
+    with pytest.raises(WMError, match="cannot compile its imagination"):
+        ImaginedVectorEnv(model, starts, num_envs=3, compile=True)
 
 
 def test_imagination_needs_a_success_head(maze):

@@ -11,10 +11,10 @@ D, N, A, NUM_HIST = 16, 4, 6, 3
 MODES = ["concat", "adaln"]
 
 
-def make_model(conditioning: str, depth: int = 2, seed: int = 0) -> BlockCausalPredictor:
+def make_model(conditioning: str, depth: int = 2, seed: int = 0, num_hist: int = NUM_HIST) -> BlockCausalPredictor:
     """Small eval-mode predictor; adaln modulation is randomised so that actions matter (it is zero at init)."""
     torch.manual_seed(seed)
-    cfg = PredictorConfig(D, N, A, num_hist=NUM_HIST, dim=32, depth=depth, heads=4, conditioning=conditioning)
+    cfg = PredictorConfig(D, N, A, num_hist=num_hist, dim=32, depth=depth, heads=4, conditioning=conditioning)
     model = BlockCausalPredictor(cfg).eval()
     if conditioning == "adaln":
         for block in model.blocks:
@@ -192,6 +192,36 @@ def test_cache_stores_shared_history_once_and_keeps_a_window():
     assert k.shape == (10, 4, 6, 8)
     assert torch.equal(k[7, :, :4], shared[1]) and torch.equal(k[7, :, 4:], new[7])
     assert [e[0].shape[0] for e in cache.frames[0]] == [2, 10]  # oldest history frame evicted
+
+
+@pytest.mark.parametrize("num_hist", [1, 2, 3, 4])
+@pytest.mark.parametrize("advance", [True, False])
+def test_restarts_that_advance_or_hold_imagine_what_a_fresh_rollout_does(num_hist, advance):
+    """Rows restarted mid-rollout (row 3 twice, the second start winning) imagine what a fresh rollout from their
+    start does; a restart that holds returns its start frame at the next step and advances from the step after;
+    the other rows go on undisturbed."""
+    model = make_model("adaln", num_hist=num_hist)
+    z, past = inputs(5, num_hist)
+    acts = torch.randn(5, 7, A)
+    z_new, past_new = inputs(2, num_hist, seed=2)
+    with torch.no_grad():
+        state = model.start(z, past[:, : num_hist - 1])
+        steps = [model.step(state, acts[:, 0])]
+        model.restart(state, torch.tensor([3]), *inputs(1, num_hist, seed=3)[:1], past[:1, : num_hist - 1], advance)
+        model.restart(state, torch.tensor([1, 3]), z_new, past_new[:, : num_hist - 1], advance)
+        steps += [model.step(state, acts[:, i]) for i in range(1, 7)]
+        steps = torch.stack(steps, 1)  # (5, 7, N, D)
+        first = 1 if advance else 2  # the first action the restarted rows act on
+        fresh = model.rollout(z_new, acts[[1, 3], first:], past_actions=past_new[:, : num_hist - 1])
+        going_on = model.rollout(z[[0, 2, 4]], acts[[0, 2, 4]], past_actions=past[[0, 2, 4], : num_hist - 1])
+    torch.testing.assert_close(steps[[1, 3], first:], fresh, atol=1e-5, rtol=1e-4)
+    if not advance:
+        torch.testing.assert_close(steps[[1, 3], 1], z_new[:, -1])
+    torch.testing.assert_close(steps[[0, 2, 4]], going_on, atol=1e-5, rtol=1e-4)
+    if num_hist > 1:  # (with one frame of history nothing waits for the step)
+        model.restart(state, torch.tensor([0]), z_new[:1], past_new[:1, : num_hist - 1], advance)
+        with pytest.raises(WMError, match="cannot wait for the same step"):
+            model.restart(state, torch.tensor([2]), z_new[:1], past_new[:1, : num_hist - 1], not advance)
 
 
 def test_bad_config_and_shapes_raise_wm_error():

@@ -47,12 +47,18 @@ class PointWorld(nn.Module):
         return {"z": z_hist[:, -1].clone()}
 
     def imagine_step(self, state, actions):
-        state["z"] = (state["z"] + 0.5 * actions[:, None]).clamp(-1, 1)
-        return state["z"]
+        held = state.pop("hold", torch.zeros(0, dtype=torch.long))  # restarted, not advancing: they show the start
+        moved = (state["z"] + 0.5 * actions[:, None]).clamp(-1, 1)
+        moved[held] = state["z"][held]
+        state["z"] = moved
+        return moved
 
-    def restart_imagination(self, state, rows, z_hist, past_actions):
+    def restart_imagination(self, state, rows, z_hist, past_actions, advance=True):
         state["z"] = state["z"].clone()
         state["z"][rows] = z_hist[:, -1]
+        rows = torch.as_tensor(rows).long()
+        held = state.get("hold", rows[:0])
+        state["hold"] = torch.cat([held[~torch.isin(held, rows)], rows[:0] if advance else rows])
 
     def success_logits(self, z, z_goal=None):
         return 40.0 * (0.25 - (z - z_goal).norm(dim=-1).squeeze(-1))

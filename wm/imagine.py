@@ -15,6 +15,10 @@ model, so that any RL library that takes a vector env can train a policy without
   success heads (`success_heads=5`) `success_disagreement`, the std of their probabilities: with
   `uncertainty_penalty` the reward pays `penalty * disagreement` (MOPO), so a policy is not paid for states the
   data says little about.
+- Speed: `bf16=True` imagines under bfloat16 autocast (observations, rewards and the success head stay float32;
+  fast on GPUs and CPUs with native bf16, slow where it is emulated); `compile=True` compiles the latent models'
+  step (`compile_imagination`: seconds of compiling at the first steps). Together they make the fastest imagination
+  (docs/results.md); their latents differ from float32's by bf16's rounding.
 - Autoreset as gymnasium's vector envs: `NEXT_STEP` (default; the step after an episode ends returns the new
   start, reward 0) or `SAME_STEP` (the new start comes at once, the last observation in `info["final_obs"]`).
 Nothing here is a real env step: `real_env_steps` is always 0, and `imagined_steps` counts env blocks imagined.
@@ -118,6 +122,8 @@ class ImaginedVectorEnv(VectorEnv):
         render_mode: str | None = None,
         device=None,
         uncertainty_penalty: float = 0.0,
+        bf16: bool = False,
+        compile: bool = False,
     ):
         if model.success_mode is None:
             raise WMError("imagination needs a world model with a success head (its reward); train one with "
@@ -137,6 +143,11 @@ class ImaginedVectorEnv(VectorEnv):
             raise WMError("an uncertainty penalty needs an ensemble of success heads; train one with `wm train --init "
                           "CK success_heads=5 only=success`")  # fmt: skip
         self.uncertainty_penalty = uncertainty_penalty  # reward -= penalty * the success heads' disagreement (MOPO)
+        if compile:
+            if not hasattr(model, "compile_imagination"):
+                raise WMError(f"a {type(model).__name__} cannot compile its imagination; leave compile off")
+            model.compile_imagination()
+        self.bf16 = bf16
         self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": ["rgb_array"]}
         action = starts.spec["action"]
         low = np.tile(np.asarray(action["low"], np.float32), spec.frameskip)
@@ -167,7 +178,8 @@ class ImaginedVectorEnv(VectorEnv):
             self._np_random = np.random.default_rng(seed)
         generator = torch.Generator(self.device).manual_seed(int(self._np_random.integers(2**62)))
         z_hist, past, self.z_goal, self.sources = self.starts.draw(self.num_envs, self._np_random)
-        self._state = self.model.start_imagination(z_hist, past, generator=generator)
+        with self._autocast():
+            self._state = self.model.start_imagination(z_hist, past, generator=generator)
         self.frames = z_hist[:, -self.history :].clone()  # (E, history, N, D)
         self.steps = np.zeros(self.num_envs, np.int64)
         self.needs_reset = np.zeros(self.num_envs, bool)
@@ -183,8 +195,15 @@ class ImaginedVectorEnv(VectorEnv):
             raise WMError(f"actions must be (num_envs, frameskip*A) = {(self.num_envs, self.low.shape[0])}, "
                           f"got {tuple(actions.shape)}")  # fmt: skip
         actions = torch.nan_to_num(actions).clamp(self.low, self.high)
-        z_next = self.model.imagine_step(self._state, actions)  # (E, N, D)
+        next_step = self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+        was_reset = self.needs_reset
+        if was_reset.any():  # next-step autoreset: this step returns their new starts (their actions unused)
+            held, z_start = self._restart(np.flatnonzero(was_reset), advance=False)
+        with self._autocast():
+            z_next = self.model.imagine_step(self._state, actions).float()  # (E, N, D)
         self.frames = torch.cat([self.frames[:, 1:], z_next[:, None]], dim=1)
+        if was_reset.any():
+            self.frames[held] = z_start[:, -self.history :]
         prob = torch.sigmoid(self.model.success_logits(z_next, self.z_goal)).cpu().numpy()
         success = prob > self.threshold
         reward = success.astype(np.float32) if self.reward_kind == "success" else prob.astype(np.float32)
@@ -192,22 +211,20 @@ class ImaginedVectorEnv(VectorEnv):
         if self.ensemble:
             info["success_disagreement"] = self.model.success_disagreement(z_next, self.z_goal).float().cpu().numpy()
             reward = reward - self.uncertainty_penalty * info["success_disagreement"]
-        self.steps += 1
-        terminated = success if self.reward_kind == "success" else np.zeros(self.num_envs, bool)
+        self.steps += ~was_reset
+        terminated = (success if self.reward_kind == "success" else np.zeros(self.num_envs, bool)) & ~was_reset
         truncated = (self.steps >= self.horizon) & ~terminated
-        was_reset = self.needs_reset
+        reward[was_reset] = 0.0
         self.imagined_steps += int((~was_reset).sum())
-        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
-            if was_reset.any():
-                self._restart(np.flatnonzero(was_reset))
-                reward[was_reset], terminated[was_reset], truncated[was_reset] = 0.0, False, False
+        if next_step:
             self.needs_reset = terminated | truncated
         else:
             done = terminated | truncated
             if done.any():
                 info["final_obs"] = self._obs()
                 info["final_info"] = {k: v.copy() for k, v in info.items() if k != "final_obs"}
-                self._restart(np.flatnonzero(done))
+                index, z_start = self._restart(np.flatnonzero(done))
+                self.frames[index] = z_start[:, -self.history :]
         info["imagined_step"] = self.steps.copy()  # blocks into the current episode (0: it has just started)
         info = {**info, **{f"_{k}": np.ones(self.num_envs, bool) for k in list(info)}}
         return self._obs(), reward, terminated, truncated, info
@@ -221,15 +238,20 @@ class ImaginedVectorEnv(VectorEnv):
         return (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------ internals
-    def _restart(self, rows: np.ndarray) -> None:
+    def _autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _restart(self, rows: np.ndarray, advance: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh starts and goals for the envs `rows`; returns their index and start histories `z_hist (R,
+        num_hist, N, D)`. With `advance=False` the next model step returns the starts (next-step autoreset)."""
         z_hist, past, z_goal, sources = self.starts.draw(len(rows), self._np_random)
         index = torch.as_tensor(rows, device=self.device)
-        self.model.restart_imagination(self._state, index, z_hist, past)
-        self.frames[index] = z_hist[:, -self.history :]
+        self.model.restart_imagination(self._state, index, z_hist, past, advance=advance)
         self.z_goal[index] = z_goal
         self.steps[rows] = 0
         for row, source in zip(rows, sources, strict=True):
             self.sources[row] = source
+        return index, z_hist
 
     def _obs(self) -> dict:
         return {"latents": self.frames.cpu().numpy().copy(), "goal": self.z_goal.cpu().numpy().copy()}  # not views

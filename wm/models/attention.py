@@ -34,13 +34,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
 
 
-def fold_mask(count: int, fresh: int, keep: int, tokens: int, device=None) -> torch.Tensor:
-    """Boolean `(count + keep * fresh, 1, 1, (keep + 1) * tokens)` for a step that folds in restarts
-    (`FrameKVCache.fold`): a running row attends to every slot, fresh frame m to the fresh frames before it and
-    itself."""
-    allowed = torch.ones(count + keep * fresh, keep + 1, dtype=torch.bool, device=device)
-    for m in range(keep):
-        allowed[count + m * fresh : count + (m + 1) * fresh, m:keep] = False
+def fold_mask(count: int, fresh: int, keep: int, tokens: int, first: int = 0, rows=None, device=None):
+    """Boolean `(count + (keep - first) * fresh, 1, 1, (keep + 1) * tokens)` for a step that folds in restarts
+    (`FrameKVCache.fold`): a running row attends to every slot, fresh frame m (in slot first + m) to the fresh
+    frames before it and itself. With `first` > 0 the restarted `rows (fresh,)` among the running ones (which carry
+    their last history frame) see no slot before `first` either: those hold their old rollout's frames."""
+    allowed = torch.ones(count + (keep - first) * fresh, keep + 1, dtype=torch.bool, device=device)
+    for m in range(keep - first):
+        allowed[count + m * fresh : count + (m + 1) * fresh, :first] = False
+        allowed[count + m * fresh : count + (m + 1) * fresh, first + m : keep] = False
+    if first:
+        allowed[rows, :first] = False
     return allowed.repeat_interleave(tokens, dim=1)[:, None, None]
 
 
@@ -84,23 +88,24 @@ class FrameKVCache:
         self.samples = samples
         self.folding: tuple[torch.Tensor, int] | None = None
 
-    def fold(self, rows: torch.Tensor, count: int) -> None:
+    def fold(self, rows: torch.Tensor, count: int, first: int = 0) -> None:
         """Make the next updates (one per layer, until `folding` is reset) also start fresh rollouts in rows
-        `rows (R,)` of the `count` running ones: the new keys then hold the `count` rows' newest frame followed by
-        the R fresh histories' `keep` frames, group-major (`count + m * R + r` is frame m of fresh row r); see
-        `fold_mask` for what each may attend to. Per-sample caches holding `keep` frames only (imagination; the
-        predictor's `restart` checks it)."""
-        self.folding = (rows, count)
+        `rows (R,)` of the `count` running ones, whose `keep - first` history frames fill slots first .. keep-1:
+        the new keys then hold the `count` rows' newest frame followed by the fresh frames, group-major
+        (`count + m * R + r` is frame m of fresh row r); see `fold_mask` for what each may attend to. Per-sample
+        caches holding `keep` frames only (imagination; the predictor's `restart` checks it)."""
+        self.folding = (rows, count, first)
 
+    @torch.compiler.disable  # eager under `compile_steps`: its list bookkeeping would recompile at every step
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values of the cached frames followed by the new ones, then cache the new frames (evicting old ones).
 
         `k, v (b, heads, T*N, head_dim)` for T new frames, with b = B (shared) or B*S. Returns `(b', heads, L,
         head_dim)` with b' = B*S when any part is per sample. New frames must fit the window with the cached ones.
-        While `folding`, `k, v` are `(count + keep * R, heads, N, head_dim)` and the result `(count + keep * R,
-        heads, (keep + 1) * N, head_dim)`: slot j < keep of a running row is its cached frame j (a restarted row's:
-        its fresh frame j), of fresh frame m the fresh frame j where j < m (zeros, masked, elsewhere); the last slot
-        is every row's own keys.
+        While `folding`, `k, v` are `(count + F * R, heads, N, head_dim)` with F = keep - first fresh frames per
+        restart, and the result `(count + F * R, heads, (keep + 1) * N, head_dim)`: slot j < keep of a running row is
+        its cached frame j (a restarted row's: its fresh frame j - first), of fresh frame m the fresh frame
+        j - first where first <= j < first + m (zeros, masked, elsewhere); the last slot is every row's own keys.
         """
         if self.folding is not None:
             return self._update_folded(layer, k, v)
@@ -116,14 +121,17 @@ class FrameKVCache:
         return k_all, v_all
 
     def _update_folded(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, count = self.folding
+        rows, count, first = self.folding
         r, keep = rows.shape[0], self.keep
+        frames = keep - first
         slots, cached = [], []
         for part, new in enumerate((k, v)):
-            fresh = [new[count + m * r : count + (m + 1) * r] for m in range(keep)]  # keep x (R, h, N, d)
-            running = [entry[part].index_copy(0, rows, f) for entry, f in zip(self.frames[layer], fresh, strict=True)]
-            zeros = new.new_zeros(fresh[0].shape) if keep else None
-            slot = [torch.cat([running[j], *(fresh[j] if j < m else zeros for m in range(keep))]) for j in range(keep)]
+            fresh = [new[count + m * r : count + (m + 1) * r] for m in range(frames)]  # F x (R, h, N, d)
+            running = [entry[part] if j < first else entry[part].index_copy(0, rows, fresh[j - first])
+                       for j, entry in enumerate(self.frames[layer])]  # fmt: skip
+            zeros = new.new_zeros(r, *new.shape[1:]) if frames else None
+            slot = [torch.cat([running[j], *(fresh[j - first] if first <= j < first + m else zeros
+                                             for m in range(frames))]) for j in range(keep)]  # fmt: skip
             slots.append(torch.cat([*slot, new], dim=2))
             cached.append([*running[1:], new[:count]])
         self.frames[layer] = list(zip(*cached, strict=True))

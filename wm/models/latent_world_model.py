@@ -162,9 +162,14 @@ class LatentWorldModel(nn.Module):
         """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next latents `(B, N, D)`."""
         return self.predictor.step(state, self.normalize_actions(actions))
 
-    def restart_imagination(self, state, rows, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
-        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, num_hist, N, D)`, raw actions)."""
-        self.predictor.restart(state, rows, z_hist, self.normalize_actions(past_actions))
+    def compile_imagination(self) -> None:
+        """Compile the predictor's step for long imaginations (`BlockCausalPredictor.compile_steps`)."""
+        self.predictor.compile_steps()
+
+    def restart_imagination(self, state, rows, z_hist: torch.Tensor, past_actions: torch.Tensor, advance=True):
+        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, num_hist, N, D)`, raw actions);
+        `advance=False`: the next step returns the starts themselves (`BlockCausalPredictor.restart`)."""
+        self.predictor.restart(state, rows, z_hist, self.normalize_actions(past_actions), advance)
 
     @property
     def can_decode(self) -> bool:

@@ -111,12 +111,14 @@ class Block(nn.Module):
 class Imagination:
     """A step-by-step rollout in progress: the KV cache of the frames before `z`, the newest latents
     `z (B, 1, N, D)` and their frame index; `pending` restarts `(rows (R,), z_hist (R, num_hist, N, D),
-    past_actions (R, num_hist-1, A))` whose history frames the next step encodes (`BlockCausalPredictor.restart`)."""
+    past_actions (R, num_hist-1, A))` whose history frames the next step encodes (`BlockCausalPredictor.restart`);
+    `hold`: they return their start at that step instead of advancing from it."""
 
     cache: FrameKVCache
     z: torch.Tensor
     frame: int
     pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    hold: bool = False
 
 
 class BlockCausalPredictor(nn.Module):
@@ -133,6 +135,7 @@ class BlockCausalPredictor(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.latent_dim)
+        self.step_trunk = None  # `_trunk` as `step` runs it: compiled by `compile_steps`
 
     def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: `z (B, T, N, D)`, `actions (B, T, action_dim)` (applied at each frame) -> `(B, T, N, D)`.
@@ -200,50 +203,82 @@ class BlockCausalPredictor(nn.Module):
             self._trunk(z_hist[:, :-1], past_actions, first_frame=0, cache=cache)
         return Imagination(cache, z_hist[:, -1:], z_hist.shape[1] - 1)
 
+    def compile_steps(self) -> None:
+        """Compile the trunk that `step` runs (`torch.compile`, dynamic shapes; the KV cache's bookkeeping stays
+        eager). The first steps take seconds to compile (a handful of shape variants); long imaginations gain, above
+        all under bf16 autocast, whose casts the compiled kernels fuse (see docs/results.md)."""
+        if self.step_trunk is None:
+            self.step_trunk = torch.compile(self._trunk, dynamic=True)
+
     def step(self, state: Imagination, actions: torch.Tensor) -> torch.Tensor:
         """Advance `state` by one frame under normalised `actions (B, A)`; returns the new latents `(B, N, D)`
         (the same as `rollout` with the cache, one step at a time). Pending restarts are folded into the same trunk
         call: their history frames ride along as extra rows (`FrameKVCache.fold`), so a step with restarts costs
-        one call of B + (num_hist-1) * R rows instead of two (whose fixed per-layer cost dominated at small R)."""
+        one call of B + F * R rows instead of two (whose fixed per-layer cost dominated at small R). A restart that
+        advances carries its F = num_hist-1 frames before its start frame; one that holds (`restart(advance=False)`)
+        carries F = num_hist-2 and its own row the last frame before the start (its action unused), so that no row
+        computes a frame that is thrown away."""
         z, acts, count = state.z, actions[:, None], state.z.shape[0]
         row_frames = mask = None
-        if state.pending is not None:
+        keep, hold = self.cfg.num_hist - 1, state.pending is not None and state.hold
+        if state.pending is not None and keep:
             rows, z_hist, past = state.pending
-            keep, fresh, n = self.cfg.num_hist - 1, rows.shape[0], self.cfg.tokens_per_frame
-            z = torch.cat([z, z_hist[:, :keep].transpose(0, 1).flatten(0, 1)[:, None]])  # + (keep*R, 1, N, D)
-            acts = torch.cat([acts, past.transpose(0, 1).flatten(0, 1)[:, None]])  # fresh frame m: rows count+m*R..
-            offsets = torch.arange(-keep, 0, device=z.device).repeat_interleave(fresh)
-            row_frames = state.frame + torch.cat([offsets.new_zeros(count), offsets])  # (count + keep*R,)
-            mask = fold_mask(count, fresh, keep, n, device=z.device)
-            state.cache.fold(rows, count)
+            first, fresh, n = int(hold), rows.shape[0], self.cfg.tokens_per_frame
+            frames = keep - first  # F history frames per restart ride along
+            z_hist = z_hist.to(z.dtype)  # (bf16 under autocast)
+            if hold:  # a restarted row carries its last history frame (and the action after it)
+                z, acts = z.index_copy(0, rows, z_hist[:, keep - 1 : keep]), acts.index_copy(0, rows, past[:, -1:])
+            z = torch.cat([z, z_hist[:, :frames].transpose(0, 1).flatten(0, 1)[:, None]])  # + (F*R, 1, N, D)
+            acts = torch.cat([acts, past[:, :frames].transpose(0, 1).flatten(0, 1)[:, None]])  # frame m: count+m*R..
+            offsets = torch.arange(-frames, 0, device=z.device).repeat_interleave(fresh)
+            row_frames = state.frame + torch.cat([offsets.new_zeros(count), offsets])  # (count + F*R,)
+            mask = fold_mask(count, fresh, keep, n, first, rows, device=z.device)
+            state.cache.fold(rows, count, first)
         try:
-            hidden = self._trunk(z, acts, state.frame, state.cache, row_frames=row_frames, mask=mask)[:count]
+            trunk = self.step_trunk or self._trunk
+            hidden = trunk(z, acts, state.frame, state.cache, row_frames=row_frames, mask=mask)[:count]
+            state.z, state.frame = self.head(self.norm(hidden)), state.frame + 1
+            if hold:  # the held rows show their start frame, which the next step advances from
+                rows, z_hist, _ = state.pending
+                state.z = state.z.index_copy(0, rows, z_hist[:, -1:].to(state.z.dtype))
         finally:
-            state.cache.folding, state.pending = None, None
-        state.z, state.frame = self.head(self.norm(hidden)), state.frame + 1
+            state.cache.folding, state.pending, state.hold = None, None, False
         return state.z[:, 0]
 
-    def restart(self, state: Imagination, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
+    def restart(
+        self,
+        state: Imagination,
+        rows: torch.Tensor,
+        z_hist: torch.Tensor,
+        past_actions: torch.Tensor,
+        advance: bool = True,
+    ) -> None:
         """Replace rows `rows (R,)` of a running `state` by fresh starts from `z_hist (R, num_hist, N, D)` and
-        `past_actions (R, num_hist-1, A)`; the other rows go on undisturbed. The newest latents change at once; the
-        history frames are encoded by the next `step` (a restart before it of the same row replaces this one)."""
+        `past_actions (R, num_hist-1, A)`; the other rows go on undisturbed. The history frames are encoded by the
+        next `step` (a restart before it of the same row replaces this one). With `advance`, the newest latents
+        change at once and the next step advances from the start frame under its action; without it (gymnasium's
+        next-step autoreset), the next step returns the start frame itself and ignores the rows' actions. Restarts
+        of both kinds cannot wait for the same step."""
         keep = self.cfg.num_hist - 1
         if z_hist.shape[1] != self.cfg.num_hist:
             raise WMError(f"restarts need num_hist={self.cfg.num_hist} history frames, got {z_hist.shape[1]}")
         self._check(z_hist, past_actions, keep)
         if state.cache.samples != 1 or any(len(frames) != keep for frames in state.cache.frames):
             raise WMError("restart needs a running rollout that began with num_hist history frames")
+        if state.pending is not None and state.hold == advance:
+            raise WMError("restarts that advance and restarts that hold cannot wait for the same step; step first")
         rows = torch.as_tensor(rows, device=state.z.device).long()
-        state.z = state.z.clone()
-        state.z[rows] = z_hist[:, -1:]
-        if keep == 0:
-            return
+        if advance:
+            state.z = state.z.clone()
+            state.z[rows] = z_hist[:, -1:].to(state.z.dtype)
+            if keep == 0:
+                return
         if state.pending is not None:
             old_rows, old_z, old_past = state.pending
             stay = ~torch.isin(old_rows, rows)
             rows = torch.cat([old_rows[stay], rows])
             z_hist, past_actions = torch.cat([old_z[stay], z_hist]), torch.cat([old_past[stay], past_actions])
-        state.pending = (rows, z_hist, past_actions)
+        state.pending, state.hold = (rows, z_hist, past_actions), not advance
 
     def _rollout_recompute(
         self, z_hist: torch.Tensor, past_actions: torch.Tensor, actions: torch.Tensor

@@ -67,8 +67,11 @@ class WorldModel(Protocol):
         once, when the rollout started: a KV cache for the latent models, a frame context for the diffusion model)."""
         ...
 
-    def restart_imagination(self, state, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor):
-        """Replace rows `rows (R,)` of the rollout by fresh starts `z_hist (R, num_hist, N, D)`, the rest untouched."""
+    def restart_imagination(self, state, rows: torch.Tensor, z_hist: torch.Tensor, past_actions: torch.Tensor,
+                            advance: bool = True):  # fmt: skip
+        """Replace rows `rows (R,)` of the rollout by fresh starts `z_hist (R, num_hist, N, D)`, the rest untouched.
+        The next `imagine_step` advances them from their start frame; with `advance=False` it returns the start
+        frame itself for them, ignoring their actions (gymnasium's next-step autoreset)."""
         ...
 
     @property

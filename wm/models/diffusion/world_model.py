@@ -212,19 +212,33 @@ class DiffusionWorldModel(nn.Module):
         return {"context": frames, "past": past, "generator": generator}
 
     def imagine_step(self, state: dict, actions: torch.Tensor) -> torch.Tensor:
-        """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next frame `(B, N, 3)`."""
+        """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next frame `(B, N, 3)`
+        (rows restarted with `advance=False`: their start frame, without sampling)."""
         block = torch.cat([state["past"], actions[:, None].to(state["past"].dtype)], dim=1)  # (B, K, fsA)
-        ctx = state["context"]
+        ctx, held = state["context"], state.pop("hold", None)
         noise = torch.randn(ctx[:, -1].shape, generator=state["generator"], device=ctx.device)
-        nxt = self.next_frame(ctx, block.flatten(1), noise)
-        state["context"], state["past"] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1), block[:, 1:]
+        moving = torch.ones(len(ctx), dtype=torch.bool, device=ctx.device)
+        if held is not None:
+            moving[held] = False
+        nxt = ctx[:, -1].clone()  # a held row shows its start frame
+        if moving.any():
+            nxt[moving] = self.next_frame(ctx[moving], block[moving].flatten(1), noise[moving]).to(nxt.dtype)
+        keep = moving[:, None, None, None, None]
+        state["context"] = torch.where(keep, torch.cat([ctx[:, 1:], nxt[:, None]], dim=1), ctx)
+        state["past"] = torch.where(moving[:, None, None], block[:, 1:], state["past"])
         return self.decoder.to_tokens(nxt)
 
-    def restart_imagination(self, state: dict, rows, z_hist: torch.Tensor, past_actions: torch.Tensor) -> None:
-        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, T, N, 3)`, raw action blocks)."""
+    def restart_imagination(self, state: dict, rows, z_hist: torch.Tensor, past_actions: torch.Tensor,
+                            advance: bool = True) -> None:  # fmt: skip
+        """Replace rows `rows (R,)` of a rollout by fresh starts (`z_hist (R, T, N, 3)`, raw action blocks); with
+        `advance=False` the next step returns their start frame instead of sampling the frame after it."""
         frames, past = self._context(z_hist, past_actions)
         state["context"], state["past"] = state["context"].clone(), state["past"].clone()
-        state["context"][rows], state["past"][rows] = frames, past
+        state["context"][rows], state["past"][rows] = frames.to(state["context"].dtype), past
+        rows = torch.as_tensor(rows, device=frames.device).long()
+        held = state.get("hold", rows[:0])
+        held = held[~torch.isin(held, rows)]
+        state["hold"] = held if advance else torch.cat([held, rows])
 
     def success_logits(self, z: torch.Tensor, z_goal: torch.Tensor | None = None) -> torch.Tensor:
         """Success logits `(...)` of frames `z (..., N, 3)`, against goal images `z_goal` (broadcastable to `z`)
