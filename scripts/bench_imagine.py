@@ -12,8 +12,9 @@ Threads: `--threads N` pins N torch threads for the run; `--threads auto` lets t
 beside the run, to measure it on a loaded machine; the report says the threads used and the load.
 
 `--bf16` imagines under bfloat16 autocast, `--compile` compiles the JEPA's step (`ImaginedVectorEnv`'s switches;
-the diffusion model runs with bf16 only); `warmup_s` is the time of the first 200 steps, which includes compiling
-and building bf16 kernels for each row count; the rates are the steady state after it.
+the diffusion model runs with bf16 only); `warmup_s` is the time of the JEPA's first 200 steps (the diffusion
+model's first 2), which includes compiling and building bf16 kernels for each row count; the rates are the steady
+state after it.
 
 Usage: python scripts/bench_imagine.py [--num-envs 1 64 256] [--steps 50] [--threads 2|auto] [--busy 0]
            [--skip-diffusion] [--bf16] [--compile]
@@ -43,7 +44,7 @@ from wm.models.registry import build_world_model
 from wm.threads import ThreadBudget
 
 VELOCITY = (2, 3)
-WARMUP = 200  # vector steps before the clock starts (20 episodes of 10 blocks)
+WARMUP = 200  # JEPA vector steps before the clock starts (20 episodes of 10 blocks); the diffusion model's: 2
 
 
 def make_store(path: str) -> None:
@@ -54,17 +55,16 @@ def make_store(path: str) -> None:
 
 
 @torch.no_grad()
-def env_rate(model, store: str, num_envs: int, steps: int, **options) -> dict:
-    """Blocks per second of `steps` vector steps after a warm-up of `WARMUP` steps: a compiled step compiles at the
-    first steps and the first restarts, and bf16 matmul kernels are built for each new row count (the restarts of a
-    step vary it); `options`: `bf16`, `compile`."""
+def env_rate(model, store: str, num_envs: int, steps: int, warmup: int = WARMUP, **options) -> dict:
+    """Blocks per second of `steps` vector steps after `warmup` steps: a compiled step compiles at the first steps
+    and the first restarts, and bf16 matmul kernels are built for each new row count (the restarts of a step vary
+    it); `options`: `bf16`, `compile`."""
     horizon = 10
     env = ImaginedVectorEnv(model, StoreStarts(model, store, velocity_dims=VELOCITY), num_envs=num_envs,
                             horizon=horizon, **options)  # fmt: skip
     started = time.perf_counter()
     env.reset(seed=0)
     env.action_space.seed(0)
-    warmup = WARMUP
     actions = [env.action_space.sample() for _ in range(steps + warmup)]
     for a in actions[:warmup]:
         env.step(a)
@@ -127,7 +127,7 @@ def main() -> None:
             if not args.skip_diffusion:
                 diffusion = build_world_model({"kind": "diffusion", "success_goal": True}).eval()
                 result["imagined_env"]["diffusion"] = [
-                    env_rate(diffusion, store, n, args.diffusion_steps, bf16=args.bf16) for n in args.num_envs
+                    env_rate(diffusion, store, n, args.diffusion_steps, warmup=2, bf16=args.bf16) for n in args.num_envs
                 ]
         result["policy"] = {kind: policy_rate(kind, jepa) for kind in ("gaussian", "diffusion")}
     finally:
