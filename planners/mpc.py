@@ -15,7 +15,9 @@ expert's; in closed loop on PointMaze with a model trained on expert-only data i
 because held saturated actions exploit the model's ignorance of walls. Off by default.
 
 With `bf16=True` the world model's rollouts and the objective run under bfloat16 autocast (costs come back in fp32);
-on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32.
+on CPUs with AVX512-BF16/AMX and on GPUs this is several times faster than fp32. `compile=True` compiles the
+latent models' rollout steps (`compile_imagination`): a quarter off a bf16 CEM replan on the 2-core CPU, little in
+fp32 (docs/results.md).
 
 `MPCConfig` holds the settings `wm plan` and `wm validate` share; a checkpoint may carry a planning preset of them
 (its config's `"plan"` entry, e.g. Wall's `{"hold_in_block": true, "iterations": 20}`), which `with_preset` applies
@@ -70,6 +72,7 @@ class MPCConfig:
     proprio_weight: float = 10.0
     proprio_mode: str = "last"  # the proprio term on the last imagined frame only: end the horizon at the goal
     bf16: bool = False  # world-model rollouts under bfloat16 autocast
+    compile: bool = False  # the world model's rollout steps compiled (torch.compile; latent models)
     guide: str | None = None  # a policy checkpoint whose rollouts guide the search (`policies.guide`); "none": none
     guide_samples: int = 16  # its rollouts per plan
     success_weight: float = 0.0  # weight of -log p(success) from the model's success head (objectives.SuccessObjective)
@@ -116,6 +119,10 @@ def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "c
         objective = objective + cfg.success_weight * SuccessObjective(model)
     if guide is not None and not planner.GUIDED:
         raise WMError(f"--guide needs a population planner (cem, icem or mppi), not {cfg.planner}")
+    if cfg.compile:
+        if not hasattr(model, "compile_imagination"):
+            raise WMError(f"a {type(model).__name__} cannot compile its rollouts; leave --compile off")
+        model.compile_imagination()
     return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16, guide)
 
 

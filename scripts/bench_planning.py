@@ -12,10 +12,11 @@
   (FLOPs counted by `torch.utils.flop_counter`) as a fraction of it.
 Every planner runs in fp32, and under bf16 autocast (`MPCController(bf16=True)`) where the CPU multiplies bf16
 natively (AVX512-BF16 or AMX; `--bf16 on` forces the emulated kind, which is slower than fp32 and took this bench
-past 15 minutes on an AVX2 CPU); the reference stays fp32. The defaults finish in about 3 minutes on 2 cores.
+past 15 minutes on an AVX2 CPU); the reference stays fp32. `--compile` compiles our rollout steps for every row
+(`MPCConfig.compile`; the reference loop is never compiled). The defaults finish in about 3 minutes on 2 cores.
 
 Usage: python scripts/bench_planning.py [--checkpoint checkpoints/jepa-pointmaze] [--problems 8] [--repeats 3]
-           [--bf16 auto|on|off]
+           [--bf16 auto|on|off] [--compile]
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
 def replan_flops(model, start: dict, goal: dict, horizon: int, name: str = "cem") -> int:
     """FLOPs of one steady-state replan of planner `name` (all problems) as counted by torch's flop counter."""
     _, replan = warmed_controller(model, name, start, goal, horizon)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, torch.compiler.set_stance("force_eager"):  # compiled: not seen
         replan()
     return counter.get_total_flops()
 
@@ -205,12 +206,15 @@ def main() -> None:
     parser.add_argument("--reference-problems", type=int, default=2, help="problems the slow reference loop plans")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="auto: only where native")
+    parser.add_argument("--compile", action="store_true", help="compile our rollout steps (not the reference's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.time()
     precisions = ["fp32", "bf16"] if args.bf16 == "on" or (args.bf16 == "auto" and native_bf16()) else ["fp32"]
     model, config = load_checkpoint(args.checkpoint)
+    if args.compile:
+        model.compile_imagination()
     horizon = 5
     env_id = config.trained_on.env_id
     start, goal = problems(env_id, model.spec.image_size, args.problems, seed=0)
@@ -221,6 +225,7 @@ def main() -> None:
         "threads": args.threads,
         "horizon": horizon,
         "device": "cpu",
+        "compile": args.compile,
         "precisions": precisions if "bf16" in precisions else ["fp32 (bf16 is emulated on this CPU: --bf16 on)"],
         "planners": {},
     }

@@ -122,29 +122,58 @@ def test_a_planning_preset_fills_only_the_settings_not_given():
         with_preset(unset, {"iteration": 20})
 
 
-def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
+def shipped_costs(controllers: dict, seed: int, samples: int) -> dict:
+    """Costs `(samples,)` that each MPC controller of `controllers` (name -> a function of the shipped PointMaze
+    model) gives the same random action sequences from the same start toward the same goal, and under "model" the
+    model itself."""
     from pathlib import Path
 
     from envs.registry import make_env
     from wm.models.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(Path(__file__).parent.parent / "checkpoints" / "jepa-pointmaze")
+    model, _ = load_checkpoint(Path(__file__).parent.parent / "checkpoints" / "jepa-pointmaze")  # its own copy
     env = make_env("wm/PointMaze-v0", 64).unwrapped
-    obs, _ = env.reset(seed=0)
-    goal = env.observe_state(env.sample_goal(np.random.default_rng(0)))
+    obs, _ = env.reset(seed=seed)
+    goal = env.observe_state(env.sample_goal(np.random.default_rng(seed)))
     batch = lambda o: {k: torch.as_tensor(o[k])[None] for k in ("rgb", "proprio")}  # noqa: E731
-    actions = torch.rand(1, 64, 5, model.spec.block_action_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    generator = torch.Generator().manual_seed(seed)
+    actions = torch.rand(1, samples, 5, model.spec.block_action_dim, generator=generator) * 2 - 1
     costs = {}
-    for bf16 in (False, True):
-        planner = make_planner("cem", horizon=5, action_dim=model.spec.block_action_dim, samples=8, elites=2)
-        controller = MPCController(model, planner, goal_objective(model.spec.visual_dim), bf16=bf16)
+    for name, make in controllers.items():
+        controller = make(model)
         controller.reset(batch(goal))
-        z = controller.encode(batch(obs))[:, None]  # (1, 1, N, D)
-        costs[bf16] = controller.cost_fn(z, None)(actions)[0]
-    assert costs[True].dtype == torch.float32
+        with torch.no_grad():
+            z = controller.encode(batch(obs))[:, None]  # (1, 1, N, D)
+            costs[name] = controller.cost_fn(z, None)(actions)[0]
+    return {**costs, "model": model}
+
+
+def test_bf16_costs_rank_candidates_like_fp32_on_a_shipped_model():
+    def cem(bf16: bool):
+        def make(model):
+            planner = make_planner("cem", horizon=5, action_dim=model.spec.block_action_dim, samples=8, elites=2)
+            return MPCController(model, planner, goal_objective(model.spec.visual_dim), bf16=bf16)
+
+        return make
+
+    costs = shipped_costs({"fp32": cem(False), "bf16": cem(True)}, seed=0, samples=64)
+    assert costs["bf16"].dtype == torch.float32
     rank = lambda c: c.argsort().argsort().float()  # noqa: E731
-    assert torch.corrcoef(torch.stack([rank(costs[False]), rank(costs[True])]))[0, 1] > 0.9
-    assert not torch.equal(costs[False], costs[True])  # bf16 really ran
+    assert torch.corrcoef(torch.stack([rank(costs["fp32"]), rank(costs["bf16"])]))[0, 1] > 0.9
+    assert not torch.equal(costs["fp32"], costs["bf16"])  # bf16 really ran
+
+
+def test_compiled_rollouts_cost_what_eager_ones_do_and_a_model_without_them_refuses():
+    from planners.mpc import MPCConfig, build_mpc
+    from wm.errors import WMError
+
+    eager = lambda model: build_mpc(model, MPCConfig(samples=16, horizon=5))  # noqa: E731
+    compiled = lambda model: build_mpc(model, MPCConfig(samples=16, horizon=5, compile=True))  # noqa: E731
+    costs = shipped_costs({"eager": eager, "compiled": compiled}, seed=1, samples=16)
+    assert costs["model"].predictor.step_trunk is not None
+    torch.testing.assert_close(costs["compiled"], costs["eager"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(WMError, match="cannot compile its rollouts"):
+        build_mpc(ToyModel(), MPCConfig(compile=True))
 
 
 def test_goals_at_rest_zero_only_the_velocities_and_leave_the_recorded_goal_alone():

@@ -81,6 +81,8 @@ def add_mpc_flags(p: argparse.ArgumentParser) -> None:
         help="the same choice for the proprio term (default last: be at the goal, at rest, when the horizon ends)",
     )
     p.add_argument("--bf16", action=on_off, help="imagine under bfloat16 autocast (faster on AMX CPUs and GPUs)")
+    p.add_argument("--compile", action=on_off, help="compile the world model's rollout steps (torch.compile: seconds "
+                   "of compiling first; pays with --bf16 and on GPUs)")  # fmt: skip
     p.add_argument("--guide", help="policy checkpoint (`wm bc`) whose rollouts in the model guide the search; none: "
                    "not even the checkpoint's preset's")  # fmt: skip
     p.add_argument("--guide-samples", type=positive_int, help="policy rollouts per plan with a guide (default 16)")

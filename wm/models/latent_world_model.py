@@ -163,7 +163,7 @@ class LatentWorldModel(nn.Module):
         return self.predictor.step(state, self.normalize_actions(actions))
 
     def compile_imagination(self) -> None:
-        """Compile the predictor's step for long imaginations (`BlockCausalPredictor.compile_steps`)."""
+        """Compile the predictor's rollout steps for imagination and planning (`BlockCausalPredictor.compile_steps`)."""
         self.predictor.compile_steps()
 
     def restart_imagination(self, state, rows, z_hist: torch.Tensor, past_actions: torch.Tensor, advance=True):

@@ -187,9 +187,9 @@ class BlockCausalPredictor(nn.Module):
             self._trunk(z_hist[:, :-1], past_actions, first_frame=0, cache=cache)
         z = z_hist[:, -1:].repeat_interleave(S, dim=0)  # (B*S, 1, N, D)
         actions = actions.flatten(0, 1)  # (B*S, H, A)
-        preds = []
+        preds, trunk = [], self.step_trunk or self._trunk
         for step in range(H):
-            hidden = self._trunk(z, actions[:, step : step + 1], first_frame=T0 - 1 + step, cache=cache)
+            hidden = trunk(z, actions[:, step : step + 1], first_frame=T0 - 1 + step, cache=cache)
             z = self.head(self.norm(hidden))
             preds.append(z)
         return torch.cat(preds, dim=1)
@@ -204,9 +204,10 @@ class BlockCausalPredictor(nn.Module):
         return Imagination(cache, z_hist[:, -1:], z_hist.shape[1] - 1)
 
     def compile_steps(self) -> None:
-        """Compile the trunk that `step` runs (`torch.compile`, dynamic shapes; the KV cache's bookkeeping stays
-        eager). The first steps take seconds to compile (a handful of shape variants); long imaginations gain, above
-        all under bf16 autocast, whose casts the compiled kernels fuse (see docs/results.md)."""
+        """Compile the trunk that `step` and the cached `rollout` run per step (`torch.compile`, dynamic shapes; the
+        KV cache's bookkeeping stays eager). The first steps take seconds to compile (a handful of shape variants);
+        imagination and planning gain, above all under bf16 autocast, whose casts the compiled kernels fuse (see
+        docs/results.md)."""
         if self.step_trunk is None:
             self.step_trunk = torch.compile(self._trunk, dynamic=True)
 
