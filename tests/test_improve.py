@@ -110,6 +110,31 @@ def test_improve_refuses_a_run_folder_with_other_settings(cloned, tmp_path, caps
     assert "other settings" in capsys.readouterr().err
 
 
+def test_a_run_written_before_a_setting_existed_resumes_only_with_its_default(tmp_path):
+    from wm.app.improve import State
+
+    (tmp_path / "state.json").write_text(json.dumps({"config": {"rounds": 3}, "done": {"copy": {"episodes": 5}}}))
+    assert State(tmp_path, {"rounds": 3, "explore": False}, {"explore": False}).get("copy") == {"episodes": 5}
+    try:
+        State(tmp_path, {"rounds": 3, "explore": True}, {"explore": False})
+    except WMError as e:
+        assert "other settings" in str(e)
+    else:
+        raise AssertionError("a run collected without exploring must not resume as one that explores")
+
+
+def test_explore_collects_samples_of_the_policy_instead_of_its_mean(cloned, tmp_path):
+    actions = {}
+    for explore in (False, True):
+        out = tmp_path / f"explore_{explore}"
+        assert main([*improve_argv(cloned, out), "--no-baseline", *(["--explore"] if explore else [])]) == 0
+        first = json.loads((out / "state.json").read_text())["done"]["round_1/collect"]["first_episode"]
+        with EpisodeStore.open(out / "data" / "maze") as store:
+            actions[explore] = store.episode(first, ["action"])["action"]
+    assert actions[False].shape == actions[True].shape
+    assert np.abs(actions[True] - actions[False]).max() > 0.1  # the same start and goal, other actions
+
+
 def test_a_fine_tune_keeps_the_split_of_the_episodes_its_checkpoint_knew():
     trained_on = TrainedOn("data/S", {}, train_episodes=(0, 1, 3, 4), val_episodes=(2,))
     train, val = inherited_split(trained_on, 15, SplitConfig(val_fraction=0.2, split_seed=0))

@@ -261,6 +261,8 @@ def improve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=positive_int, default=1000, help="world-model fine-tuning steps a round")
     p.add_argument("--imagined-steps", type=positive_int, default=131_072, help="imagined refinement steps a round")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the data-matched BC")
+    p.add_argument("--explore", action="store_true", help="collect with the policy's Gaussian sampled (its own std), "
+                   "not its mean")  # fmt: skip
     p.add_argument("--seed", type=seed, default=0)
     add_device_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. train.lr=1e-4 refine.anchor=0.1")

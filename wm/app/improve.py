@@ -3,7 +3,7 @@
 Each round
   (a) runs the current policy for `--episodes` episodes in the real env on training goals (start/goal pairs of the
       world model's training episodes, goal `goal_offset` steps ahead, `budget` steps each; never the held-out
-      evaluation goals) and records them;
+      evaluation goals) and records them; its mean action, or with `--explore` a sample of its Gaussian;
   (b) appends them to `OUT/data/<store>`, a copy of the training store (its `collections` record names the round and
       the policy; `copy_of` names the original store, so the original split still holds there);
   (c) fine-tunes the world model and its success head on old + new data (`wm train --init`, the predictor and the
@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,7 @@ class ImproveConfig:
     finetune_steps: int = 1000
     imagined_steps: int = 131_072
     baseline: bool = True  # the data-matched BC
+    explore: bool = False  # collect with the Gaussian policy sampled (its own std) instead of its mean
     seed: int = 0
     device: str = "auto"
     overrides: list = field(default_factory=list)
@@ -98,10 +99,11 @@ class ImproveConfig:
 class State:
     """`OUT/state.json`: the run's config and its finished stages, written atomically after each one."""
 
-    def __init__(self, out: Path, config: dict):
+    def __init__(self, out: Path, config: dict, defaults: dict):
+        """`defaults`: the values of settings a run written before they existed had (so it still resumes)."""
         self.path = out / "state.json"
         self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"config": config, "done": {}}
-        if self.data["config"] != config:
+        if {**defaults, **self.data["config"]} != config:
             raise WMError(f"{out} holds a `wm improve` run with other settings; pass a new --out or the same settings")
 
     def get(self, stage: str):
@@ -145,7 +147,8 @@ class Improvement:
             self.trained_on.require_same_data(store)
         self.bc = self.bc_recipe()  # what cloning and the baseline repeat, checked before the first round
         self.store = self.out / "data" / self.source.name
-        self.state = State(self.out, {**asdict(cfg), "out": None})  # the same run wherever its folder moved
+        defaults = {f.name: f.default for f in fields(ImproveConfig) if f.default is not MISSING}
+        self.state = State(self.out, {**asdict(cfg), "out": None}, defaults)  # the same run wherever its folder moved
         self.zero = None
 
     # ------------------------------------------------------------------------------------------------ stages
@@ -251,8 +254,8 @@ class Improvement:
             return
         actor, _, model, _ = load_policy(policy, world_model, self.device)
         problems, recorder = self.training_problems(r, world_model), EpisodeRecorder()
-        run = run_controller(problems, PolicyController(actor, model, seed=self.cfg.seed + r), f"round {r}: real",
-                             videos=0, recorder=recorder)  # fmt: skip
+        controller = PolicyController(actor, model, seed=self.cfg.seed + r, stochastic=self.cfg.explore)
+        run = run_controller(problems, controller, f"round {r}: real", videos=0, recorder=recorder)
         problems.close()
         episodes = recorder.episodes()
         with EpisodeStore.open(self.store, mode="a") as store:
