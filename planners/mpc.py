@@ -41,7 +41,7 @@ from planners.base import Planner
 from planners.objectives import Objective, SuccessObjective, goal_objective
 from planners.registry import planner_from_budget
 from wm.errors import WMError
-from wm.models.protocol import WorldModel
+from wm.models.protocol import WorldModel, compile_rollouts
 
 log = logging.getLogger("wm.plan")
 MAX_ROWS = 4096  # candidate sequences per world-model rollout call (see `MPCController.cost_fn`)
@@ -120,9 +120,7 @@ def build_mpc(model: WorldModel, cfg: MPCConfig, seed: int = 0, device: str = "c
     if guide is not None and not planner.GUIDED:
         raise WMError(f"--guide needs a population planner (cem, icem or mppi), not {cfg.planner}")
     if cfg.compile:
-        if not hasattr(model, "compile_imagination"):
-            raise WMError(f"a {type(model).__name__} cannot compile its rollouts; leave --compile off")
-        model.compile_imagination()
+        compile_rollouts(model, "rollouts", "--compile")
     return MPCController(model, planner, objective, cfg.replan_every, cfg.hold_in_block, device, cfg.bf16, guide)
 
 

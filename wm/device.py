@@ -46,6 +46,12 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def bf16_autocast(device, enabled: bool = True):
+    """bfloat16 autocast on `device`'s kind (a no-op context when not `enabled`): training and imagination (the
+    planners, which import only protocols, open their own)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where bf16 planning is several times
     faster; elsewhere bf16 is emulated and slower than fp32."""

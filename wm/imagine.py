@@ -32,9 +32,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from wm.data.latent_frames import EpisodeLatents
-from wm.device import module_device
+from wm.device import bf16_autocast, module_device
 from wm.errors import WMError
-from wm.models.protocol import WorldModel
+from wm.models.protocol import WorldModel, compile_rollouts
 from wm.models.success_head import SuccessEnsemble
 
 
@@ -144,9 +144,7 @@ class ImaginedVectorEnv(VectorEnv):
                           "CK success_heads=5 only=success`")  # fmt: skip
         self.uncertainty_penalty = uncertainty_penalty  # reward -= penalty * the success heads' disagreement (MOPO)
         if compile:
-            if not hasattr(model, "compile_imagination"):
-                raise WMError(f"a {type(model).__name__} cannot compile its imagination; leave compile off")
-            model.compile_imagination()
+            compile_rollouts(model, "imagination", "compile")
         self.bf16 = bf16
         self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": ["rgb_array"]}
         action = starts.spec["action"]
@@ -178,7 +176,7 @@ class ImaginedVectorEnv(VectorEnv):
             self._np_random = np.random.default_rng(seed)
         generator = torch.Generator(self.device).manual_seed(int(self._np_random.integers(2**62)))
         z_hist, past, self.z_goal, self.sources = self.starts.draw(self.num_envs, self._np_random)
-        with self._autocast():
+        with bf16_autocast(self.device, self.bf16):
             self._state = self.model.start_imagination(z_hist, past, generator=generator)
         self.frames = z_hist[:, -self.history :].clone()  # (E, history, N, D)
         self.steps = np.zeros(self.num_envs, np.int64)
@@ -199,7 +197,7 @@ class ImaginedVectorEnv(VectorEnv):
         was_reset = self.needs_reset
         if was_reset.any():  # next-step autoreset: this step returns their new starts (their actions unused)
             held, z_start = self._restart(np.flatnonzero(was_reset), advance=False)
-        with self._autocast():
+        with bf16_autocast(self.device, self.bf16):
             z_next = self.model.imagine_step(self._state, actions).float()  # (E, N, D)
         self.frames = torch.cat([self.frames[:, 1:], z_next[:, None]], dim=1)
         if was_reset.any():
@@ -238,9 +236,6 @@ class ImaginedVectorEnv(VectorEnv):
         return (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------ internals
-    def _autocast(self):
-        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16)
-
     def _restart(self, rows: np.ndarray, advance: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh starts and goals for the envs `rows`; returns their index and start histories `z_hist (R,
         num_hist, N, D)`. With `advance=False` the next model step returns the starts (next-step autoreset)."""

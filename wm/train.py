@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from wm import threads
-from wm.device import to_device
+from wm.device import bf16_autocast, to_device
 from wm.errors import WMError
 from wm.models.checkpoint import (
     latest_checkpoint,
@@ -257,7 +257,7 @@ class Trainer:
         cuda = [self.device] if torch.device(self.device).type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             for batch in self._loader(self.train_ds, self.cfg.bn_batches, 0, seed=self.cfg.seed + 1):
-                with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                with bf16_autocast(self.device, self.cfg.bf16):
                     self.model(to_device(batch, self.device))
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
@@ -270,7 +270,7 @@ class Trainer:
         totals: dict[str, float] = {}
         loader = self._loader(self.val_ds, self.cfg.val_batches, 0, seed=12345)
         for batch in loader:
-            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            with bf16_autocast(self.device, self.cfg.bf16):
                 _, metrics = self.model(to_device(batch, self.device))
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / self.cfg.val_batches
@@ -285,12 +285,11 @@ class Trainer:
         loader = self._loader(self.train_ds, cfg.steps, self.step, cfg.seed)
         started = time.time()
         last_val: dict = {}
-        device_type = torch.device(self.device).type
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.is_main)
         for batch in loader:
             for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base * lr_factor(self.step, cfg.warmup_steps, cfg.steps)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with bf16_autocast(self.device, cfg.bf16):
                 loss, metrics = self.forward(to_device(batch, self.device))
             if not torch.isfinite(loss):
                 raise WMError(f"training diverged at step {self.step} (loss {float(loss)}); lower lr or check data")

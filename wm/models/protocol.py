@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from wm.errors import WMError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -95,3 +97,11 @@ def model_spec(cfg, tokens: int, latent_dim: int, visual_dim: int, proprio_dim: 
     `image_size`) and the given latent layout."""
     return ModelSpec(cfg.kind, cfg.frameskip, cfg.action_dim, cfg.num_hist, cfg.image_size, tokens, latent_dim,
                      visual_dim, proprio_dim)  # fmt: skip
+
+
+def compile_rollouts(model, what: str, flag: str) -> None:
+    """Compile `model`'s rollout steps (`compile_imagination`, the latent models'); a one-line WMError naming the
+    setting `flag` for a model without them."""
+    if not hasattr(model, "compile_imagination"):
+        raise WMError(f"a {type(model).__name__} cannot compile its {what}; leave {flag} off")
+    model.compile_imagination()

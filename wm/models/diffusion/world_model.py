@@ -215,17 +215,19 @@ class DiffusionWorldModel(nn.Module):
         """Advance a rollout by one block of raw actions `(B, frameskip*A)`; returns the next frame `(B, N, 3)`
         (rows restarted with `advance=False`: their start frame, without sampling)."""
         block = torch.cat([state["past"], actions[:, None].to(state["past"].dtype)], dim=1)  # (B, K, fsA)
-        ctx, held = state["context"], state.pop("hold", None)
+        ctx, past, held = state["context"], state["past"], state.pop("hold", None)
         noise = torch.randn(ctx[:, -1].shape, generator=state["generator"], device=ctx.device)
-        moving = torch.ones(len(ctx), dtype=torch.bool, device=ctx.device)
-        if held is not None:
+        if held is None:
+            nxt = self.next_frame(ctx, block.flatten(1), noise)
+        else:  # a held row shows its start frame and keeps its start's context
+            moving = torch.ones(len(ctx), dtype=torch.bool, device=ctx.device)
             moving[held] = False
-        nxt = ctx[:, -1].clone()  # a held row shows its start frame
-        if moving.any():
-            nxt[moving] = self.next_frame(ctx[moving], block[moving].flatten(1), noise[moving]).to(nxt.dtype)
-        keep = moving[:, None, None, None, None]
-        state["context"] = torch.where(keep, torch.cat([ctx[:, 1:], nxt[:, None]], dim=1), ctx)
-        state["past"] = torch.where(moving[:, None, None], block[:, 1:], state["past"])
+            nxt = ctx[:, -1].clone()
+            if moving.any():
+                nxt[moving] = self.next_frame(ctx[moving], block[moving].flatten(1), noise[moving]).to(nxt.dtype)
+        state["context"], state["past"] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1), block[:, 1:]
+        if held is not None:
+            state["context"][held], state["past"][held] = ctx[held], past[held]
         return self.decoder.to_tokens(nxt)
 
     def restart_imagination(self, state: dict, rows, z_hist: torch.Tensor, past_actions: torch.Tensor,
