@@ -236,7 +236,10 @@ def cases(p: dict[str, str], tmp: Path) -> list[tuple[str, list[str]]]:
         ["--eval-episodes", "0"], ["--finetune-steps", "-1"], ["--imagined-steps", "abc"], ["--env", WALL],
         ["--data", p["wall"]], ["--data", p["missing"]], ["--world-model", wall_wm], ["--device", "tpu"],
         ["--eval-data", p["maze100"]], ["train.lr=abc"], ["train.steps=5"], ["train.only=encoder"],
-        ["refine.num_envs=0"], ["refine.algo=dsrl"], ["refine.anchor=-1"], ["nosuch=1"], ["lr=1e-3"])]  # fmt: skip
+        ["refine.num_envs=0"], ["refine.algo=dsrl"], ["refine.anchor=-1"], ["nosuch=1"], ["lr=1e-3"],
+        ["--judge", "sim"], ["--hz", "5"], ["--robot", "tcp://127.0.0.1:1"], ["--robot", "not-an-address"],
+        ["--robot", "tcp://127.0.0.1:1", "--hz", "0"], ["--robot", "tcp://127.0.0.1:1", "--judge", "nope"],
+        ["--robot", "tcp://127.0.0.1:1", "--server-key", p["missing"]])]  # fmt: skip
     c += [("improve", [*improve, "--out", out]) for out in (p["file"], str(Path(wm) / "r"))]
 
     serve = ["robot", "serve", "--env", MAZE, "--port", "0"]

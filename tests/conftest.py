@@ -12,6 +12,7 @@ from wm.data.store import EpisodeStore
 torch.set_num_threads(1)
 
 SHIPPED = "checkpoints/jepa-pointmaze"
+ROBOT_TOKEN = "loopback-secret"  # the `server` fixture's shared secret
 VELOCITY = (2, 3)  # PointMaze's proprio velocity dims
 
 KEYS = {
@@ -101,3 +102,26 @@ def cloned(maze, jepa, tmp_path_factory):
     argv = ["bc", "--data", str(maze), "--world-model", str(jepa[2]), "--policy", "gaussian", "--out", str(out)]
     assert main([*argv, "--steps", "40", "batch_size=32", "val_every=20", "width=32"]) == 0
     return out / "policy"
+
+
+@pytest.fixture
+def server():
+    """`wm robot serve` simulating PointMaze on a free port, token `loopback-secret`: yields `(process, address)`;
+    stopped with SIGINT (checked: it exits cleanly)."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    serve = ["robot", "serve", "--env", "wm/PointMaze-v0", "--port", "0", "--token", ROBOT_TOKEN, "--watchdog", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "wm.app.cli", *serve], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    line = proc.stdout.readline()
+    match = re.search(r"tcp://[\d.]+:\d+", line)
+    assert match, line + proc.stderr.read()
+    yield proc, match.group(0)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    proc.stdout.close()
+    proc.stderr.close()

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import torch
+from conftest import ROBOT_TOKEN, kill_once_committed
 
 from policies.checkpoint import latents_sha256, load_policy
 from wm.app.cli import main
@@ -193,3 +194,77 @@ def test_bc_can_start_from_a_policy_and_keeps_its_settings(maze, jepa, cloned, t
     assert "keeps the policy's settings; drop width" in capsys.readouterr().err
     assert main([*argv[:-4], "--policy", "diffusion", "--init", str(cloned), "--out", str(tmp_path / "d")]) == 2
     assert "is a gaussian policy" in capsys.readouterr().err
+
+
+def test_a_round_on_a_simulated_robot_resumes_after_sigkill_with_the_goals_left(cloned, server, tmp_path):
+    """`--robot`: the round's episodes are validation runs on the robot (judged by its simulator); a run killed once
+    the robot recorded an episode keeps it and runs only the goals left, and the store grows by one per goal."""
+    from envs.registry import make_env
+    from wm.app.improve import ImproveConfig, Improvement
+
+    wm, (_, address), out = [sys.executable, "-m", "wm.app.cli"], server, tmp_path / "robot"
+    argv = [*improve_argv(cloned, out), "--no-baseline", "--robot", address, "--hz", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WM_ROBOT_TOKEN": ROBOT_TOKEN}
+    proc = subprocess.Popen([*wm, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_once_committed(proc, out / "round_1" / "robot" / "attempt_0" / "store", episodes=1, timeout_s=240)
+    done = subprocess.run([*wm, *argv], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    attempts = [EpisodeStore.open(out / "round_1" / "robot" / f"attempt_{k}" / "store") for k in (0, 1)]
+    first = [s.num_episodes for s in attempts]
+    assert first[0] >= 1 and first[0] + first[1] in (3, 4)  # 4: the killed attempt's last episode was cut short
+    recorded = [s.episode(i) for s in attempts for i in range(s.num_episodes) if s.episode(i)["complete"][-1]]
+    assert len(recorded) == 3
+    results = json.loads((out / "round_1" / "robot" / "attempt_1" / "results.json").read_text())
+    assert results["judge"]["kind"] == "sim" and results["controller"] == "policy"
+    assert ROBOT_TOKEN not in (out / "state.json").read_text() + json.dumps(results)
+
+    config = ImproveConfig(str(cloned), "wm/PointMaze-v0", str(out), robot=address, token=ROBOT_TOKEN, rounds=1,
+                           episodes=3, eval_episodes=3, finetune_steps=4, imagined_steps=64, baseline=False, hz=50.0,
+                           overrides=TINY[10:])  # fmt: skip
+    improvement = Improvement(config)  # the same run (it checks the robot answers and fits)
+    pairs = improvement.training_problems(1, improvement.start_world_model).pairs
+    sim = make_env("wm/PointMaze-v0").unwrapped
+    with EpisodeStore.open(out / "data" / "maze") as copy:
+        assert copy.num_episodes == 13 and copy.attrs["collections"][-1]["source"] == "robot"
+        for pair, ran, i in zip(pairs, recorded, range(10, 13), strict=True):  # each goal once, in order
+            ep = copy.episode(i)
+            np.testing.assert_allclose(ep["state"][0], pair["start"], atol=1e-5)
+            np.testing.assert_allclose(ep["goal"][0], pair["goal"])
+            np.testing.assert_array_equal(ep["rgb"], ran["rgb"])
+            expected = [-sim.goal_distance(s, pair["goal"]) for s in ep["state"][1:]]
+            np.testing.assert_allclose(ep["reward"][:-1], expected, rtol=1e-5)  # the env's own reward
+            assert ep["success"][-1] == ran["judged_success"][-1]
+    for store in attempts:
+        store.close()
+
+
+def test_robot_settings_are_checked_before_anything_runs(cloned, tmp_path, capsys):
+    from wm.app.improve_robot import require_recordable
+
+    argv = improve_argv(cloned, tmp_path / "a")
+    for extra, message in ((["--judge", "sim"], "go with --robot"), (["--robot", "tcp://x:1", "--hz", "0"], "--hz")):
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "a").exists()
+    keys = {k: {"shape": [2]} for k in ("rgb", "proprio", "action", "success", "reward", "state")}
+    require_recordable(keys, {**keys, "goal": {"shape": [2]}}, "sim:wm/PointMaze-v0")  # reward from the states
+    for recording, message in (({k: keys[k] for k in ("rgb", "proprio", "action", "success")}, "['reward', 'state']"),
+                               ({**keys, "proprio": {"shape": [3]}}, "proprio of shape [3]")):  # fmt: skip
+        try:
+            require_recordable(keys, recording, "remote:arm")
+        except WMError as e:
+            assert message in str(e) and "remote:arm" in str(e), e
+        else:
+            raise AssertionError(f"expected an error with {message}")
+
+
+def test_a_run_is_the_same_wherever_its_robot_answers_and_never_records_the_token():
+    from wm.app.improve import run_identity
+
+    here = run_identity({"robot": "tcp://10.0.0.5:5555", "token": "s3cret", "server_key": "a.key", "out": "runs/a"})
+    there = run_identity({"robot": "tcp://10.0.0.9:6000", "token": "other", "server_key": "b.key", "out": "runs/b"})
+    assert here == there == {"robot": True, "out": None}
+    assert run_identity({"robot": None}) != here  # but a run on a robot is not one in the env

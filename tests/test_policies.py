@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHIPPED
+from conftest import ROBOT_TOKEN, SHIPPED
 
 from policies.checkpoint import load_policy
 from policies.diffusion import DiffusionPolicy
@@ -180,29 +180,22 @@ def test_policy_checkpoints_rebuild_exactly(cloned):
     assert torch.equal(policy.act(z, goal), again.eval().act(z, goal))
 
 
-def test_a_policy_drives_a_robot_through_wm_validate(cloned, tmp_path):
-    import re
-    import signal
-    import subprocess
-    import sys
-
-    wm = [sys.executable, "-m", "wm.app.cli"]
-    serve = [*wm, "robot", "serve", "--env", "wm/PointMaze-v0", "--port", "0", "--token", "t", "--watchdog", "2"]
-    server = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        address = re.search(r"tcp://[\d.]+:\d+", server.stdout.readline()).group(0)
-        out = tmp_path / "validate"
-        argv = ["validate", "--robot", address, "--token", "t", "--controller", "policy", "--policy", str(cloned)]
-        argv += ["--episodes", "1", "--budget", "10", "--goal-store", str(read_config(cloned)["data"]["store"])]
-        assert main([*argv, "--goal-offset", "5", "--out", str(out)]) == 0
-        results = json.loads((out / "results.json").read_text())
-        assert results["controller"] == "policy" and results["episodes_complete"] == 1
-        assert results["replan_latency_ms"]["n"] == 2  # one policy call per 5-step block
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=20)
-        server.stdout.close()
-        server.stderr.close()
+def test_a_policy_drives_a_robot_through_wm_validate(cloned, server, tmp_path):
+    out = tmp_path / "validate"
+    argv = ["validate", "--robot", server[1], "--token", ROBOT_TOKEN, "--controller", "policy", "--policy"]
+    argv += [
+        str(cloned),
+        "--episodes",
+        "1",
+        "--budget",
+        "10",
+        "--goal-store",
+        str(read_config(cloned)["data"]["store"]),
+    ]
+    assert main([*argv, "--goal-offset", "5", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["controller"] == "policy" and results["episodes_complete"] == 1
+    assert results["replan_latency_ms"]["n"] == 2  # one policy call per 5-step block
 
 
 def test_policy_settings_are_checked():

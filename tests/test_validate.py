@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import timm  # noqa: F401  (torchvision, which timm imports, crashes when first imported after an EGL context exists)
+from conftest import ROBOT_TOKEN
 
 from envs.registry import make_env
 from envs.robot.protocol import Feature
@@ -24,29 +25,9 @@ from wm.data.store import EpisodeStore
 from wm.errors import WMError
 
 WM = [sys.executable, "-m", "wm.app.cli"]
-TOKEN = "loopback-secret"
+TOKEN = ROBOT_TOKEN  # the `server` fixture's (conftest.py)
 CHECKPOINT = "checkpoints/jepa-pointmaze"
 FAST_MPC = ["--samples", "32", "--iterations", "2", "--elites", "8"]
-
-
-@pytest.fixture
-def server():
-    """`wm robot serve` on a free port: yields its address; stopped with SIGINT (checked: it exits cleanly)."""
-    proc = subprocess.Popen(
-        [*WM, "robot", "serve", "--env", "wm/PointMaze-v0", "--port", "0", "--token", TOKEN, "--watchdog", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    match = re.search(r"tcp://[\d.]+:\d+", line)
-    assert match, line + proc.stderr.read()
-    yield proc, match.group(0)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=20)
-    proc.stdout.close()
-    proc.stderr.close()
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,9 @@ def _refine(args: argparse.Namespace) -> None:
 def _improve(args: argparse.Namespace) -> None:
     from wm.app.improve import ImproveConfig, run_improve
 
-    summary = run_improve(_config_from_args(ImproveConfig, args))
+    summary = run_improve(
+        _config_from_args(ImproveConfig, args, token=args.token or os.environ.get("WM_ROBOT_TOKEN", ""))
+    )
     _print_next(summary, f"wm eval-policy --policy {summary['policy']} --env {args.env} --world-model "
                 f"{summary['world_model']} --imagined")  # fmt: skip
 

@@ -265,6 +265,14 @@ def improve(p: argparse.ArgumentParser) -> None:
                    "not its mean")  # fmt: skip
     p.add_argument("--seed", type=seed, default=0)
     add_device_flag(p)
+    robot = p.add_argument_group("real episodes on a robot (`wm robot serve`) instead of the env")
+    robot.add_argument("--robot", help="robot server address tcp://HOST:PORT")
+    robot.add_argument("--token", default="", help="the server's shared secret (or set WM_ROBOT_TOKEN)")
+    robot.add_argument("--server-key", default=None, help="the server's Curve public key file, if it encrypts")
+    robot.add_argument("--judge", choices=("sim", "latent", "operator"),
+                       help="who tells success (default: sim on a simulated robot, else operator)")  # fmt: skip
+    robot.add_argument("--threshold", type=float, default=1.0, help="latent judge: success below this distance")
+    robot.add_argument("--hz", type=float, default=None, help="control rate (default: the robot's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. train.lr=1e-4 refine.anchor=0.1")
 
 

@@ -3,7 +3,10 @@
 Each round
   (a) runs the current policy for `--episodes` episodes in the real env on training goals (start/goal pairs of the
       world model's training episodes, goal `goal_offset` steps ahead, `budget` steps each; never the held-out
-      evaluation goals) and records them; its mean action, or with `--explore` a sample of its Gaussian;
+      evaluation goals) and records them; its mean action, or with `--explore` a sample of its Gaussian. With
+      `--robot`, on a robot through `wm validate`'s session instead (`wm.app.improve_robot`: each round's
+      validation records in `round_<r>/robot/`, judged by `--judge`, by default the simulator's ground truth on a
+      simulated robot, else the operator);
   (b) appends them to `OUT/data/<store>`, a copy of the training store (its `collections` record names the round and
       the policy; `copy_of` names the original store, so the original split still holds there);
   (c) fine-tunes the world model and its success head on old + new data (`wm train --init`, the predictor and the
@@ -13,8 +16,10 @@ Each round
       keeps whichever of the two reaches more fresh training goals in imagination (policy ranking in the model, no
       real step: refinement can undo a strong clone);
   (e) evaluates it on the fixed held-out goals in the real env and inside the model, beside zero actions.
-Round 0 evaluates the starting policy. Then (unless `--no-baseline`) the data-matched BC: the starting policy's BC
-on its demonstrations plus every successful real episode of the rounds, evaluated on the same goals.
+Round 0 evaluates the starting policy; evaluation (e) and the baseline run in `--env` (with a real robot, its
+simulation; `wm validate` scores a round's policy on the robot itself). Then (unless `--no-baseline`) the
+data-matched BC: the starting policy's BC on its demonstrations plus every successful real episode of the rounds,
+evaluated on the same goals.
 
 Everything lands in `--out`: `improve_log.jsonl` (a row per round: real and imagined success with 95% intervals,
 their gap, real env steps used), `curve.png`, `summary.json`, and `round_<r>/{train,clone,refine,eval}`. `state.json`
@@ -73,8 +78,18 @@ class ImproveConfig:
     seed: int = 0
     device: str = "auto"
     overrides: list = field(default_factory=list)
+    robot: str | None = None  # tcp://HOST:PORT: (a) runs on this robot (`wm robot serve`), not in the env
+    token: str = ""  # the robot server's shared secret (never written to the run folder)
+    server_key: str | None = None  # its Curve public key file, when it encrypts
+    judge: str | None = None  # who tells a robot episode's success: sim | latent | operator (default: see above)
+    threshold: float = 1.0  # the latent judge's
+    hz: float | None = None  # the robot's control rate (default: its own)
 
     def validate(self) -> None:
+        if self.robot:
+            self.link().validate_link()
+        elif self.judge or self.hz or self.server_key:
+            raise WMError("--judge, --hz and --server-key go with --robot (the real episodes on a robot)")
         require_at_least("improve", 1, rounds=self.rounds, episodes=self.episodes, eval_episodes=self.eval_episodes,
                          budget=self.budget, goal_offset=self.goal_offset, finetune_steps=self.finetune_steps,
                          imagined_steps=self.imagined_steps)  # fmt: skip
@@ -82,6 +97,15 @@ class ImproveConfig:
         if self.eval_data and self.data and Path(self.eval_data).resolve() == Path(self.data).resolve():
             raise WMError("--eval-data is the store --data grows: the held-out goals would be trained on; pass "
                           "another store of held-out goals")  # fmt: skip
+
+    def link(self, policy: str | None = None, world_model: str | None = None):
+        """The robot side of (a) as `wm validate` takes it (`wm.app.validate.ValidateConfig`) for `policy`."""
+        from wm.app.validate import ValidateConfig
+
+        return ValidateConfig(self.robot, self.token, "policy", self.episodes, "", checkpoint=world_model,
+                              policy=policy or self.policy, budget=self.budget, judge=self.judge,
+                              threshold=self.threshold, hz=self.hz, seed=self.seed, server_key=self.server_key,
+                              device=self.device)  # fmt: skip
 
     def settings(self) -> ImproveSettings:
         from policies.refine import RefineConfig
@@ -146,9 +170,14 @@ class Improvement:
         with EpisodeStore.open(self.source) as store:
             self.trained_on.require_same_data(store)
         self.bc = self.bc_recipe()  # what cloning and the baseline repeat, checked before the first round
+        if cfg.robot:  # the robot answers and fits, before any round
+            from wm.app.improve_robot import check_robot, connected
+
+            with EpisodeStore.open(self.source) as store, connected(cfg.link()) as robot:
+                check_robot(robot, model, store.keys, cfg.env, model.spec.frameskip)
         self.store = self.out / "data" / self.source.name
         defaults = {f.name: f.default for f in fields(ImproveConfig) if f.default is not MISSING}
-        self.state = State(self.out, {**asdict(cfg), "out": None}, defaults)  # the same run wherever its folder moved
+        self.state = State(self.out, run_identity(asdict(cfg)), run_identity(defaults))
         self.zero = None
 
     # ------------------------------------------------------------------------------------------------ stages
@@ -245,6 +274,7 @@ class Improvement:
         """(a) + (b): round `r`'s real episodes, appended to the copy (only those a killed run did not commit)."""
         from policies.checkpoint import load_policy
         from policies.controller import PolicyController
+        from wm.app.improve_robot import robot_episodes
         from wm.data.collection import settle_killed_record
         from wm.data.store import EpisodeStore
         from wm.evaluation.goal_reaching import run_controller
@@ -253,24 +283,33 @@ class Improvement:
         if self.state.get(f"round_{r}/collect"):
             return
         actor, _, model, _ = load_policy(policy, world_model, self.device)
-        problems, recorder = self.training_problems(r, world_model), EpisodeRecorder()
-        controller = PolicyController(actor, model, seed=self.cfg.seed + r, stochastic=self.cfg.explore)
-        run = run_controller(problems, controller, f"round {r}: real", videos=0, recorder=recorder)
+        problems, seed = self.training_problems(r, world_model), self.cfg.seed + r
+        if self.cfg.robot:
+            with EpisodeStore.open(self.store) as store:
+                keys = store.keys
+            link = self.cfg.link(str(policy), str(world_model))
+            root = self.out / f"round_{r}" / "robot"
+            episodes, success = robot_episodes(link, root, actor, model, problems.pairs, self.cfg.env,
+                                               problems.envs[0], keys, seed, self.cfg.explore)  # fmt: skip
+        else:
+            recorder = EpisodeRecorder()
+            controller = PolicyController(actor, model, seed=seed, stochastic=self.cfg.explore)
+            run = run_controller(problems, controller, f"round {r}: real", videos=0, recorder=recorder)
+            episodes, success = recorder.episodes(), run.success
         problems.close()
-        episodes = recorder.episodes()
         with EpisodeStore.open(self.store, mode="a") as store:
             settle_killed_record(store)
             records = store.attrs.get("collections", [])
             mine = [c for c in records if c.get("improve_round") == r]
             first = mine[0]["first_episode"] if mine else store.num_episodes
-            record = {"policy": None, "improve_round": r, "source": "env", "controller": str(policy),
-                      "first_episode": first, "successes": int(run.success.sum())}  # fmt: skip
+            record = {"policy": None, "improve_round": r, "source": "robot" if self.cfg.robot else "env",
+                      "controller": str(policy), "first_episode": first, "successes": int(success.sum())}  # fmt: skip
             for i in range(store.num_episodes - first, len(episodes)):
                 store.record_collection({**record, "episodes_written": i + 1}, replace_last=bool(mine) or i > 0)
                 store.append_episode(episodes[i])
         self.state.finish(f"round_{r}/collect", {"episodes": len(episodes), "first_episode": first,
-                                                 "successes": int(run.success.sum()),
-                                                 "successful": [first + int(i) for i in np.flatnonzero(run.success)],
+                                                 "successes": int(success.sum()),
+                                                 "successful": [first + int(i) for i in np.flatnonzero(success)],
                                                  "real_env_steps": len(episodes) * self.cfg.budget})  # fmt: skip
 
     def finetune(self, r: int, world_model) -> Path:
@@ -420,6 +459,17 @@ class Improvement:
                    "log": str(self.out / "improve_log.jsonl"), "curve": str(self.out / "curve.png")}  # fmt: skip
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def run_identity(config: dict) -> dict:
+    """What makes two `wm improve` commands the same run: their settings, but not where the folder or the robot
+    is reached (a robot server may come back at another address), and never the robot's secret."""
+    mine = {k: v for k, v in config.items() if k not in ("token", "server_key")}
+    if "out" in mine:
+        mine["out"] = None
+    if "robot" in mine:
+        mine["robot"] = bool(mine["robot"])
+    return mine
 
 
 def bc_record(policy_path: Path) -> dict:

@@ -56,19 +56,23 @@ class ValidateConfig:
             raise WMError("--controller mpc needs --checkpoint C (a world model trained on this robot's data)")
         if (self.controller == "policy") != bool(self.policy):
             raise WMError("--controller policy goes with --policy P (a policy made by `wm bc`), and only with it")
-        if self.judge not in (None, *JUDGES):
-            raise WMError(f"--judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
-        if self.judge == "latent" and not (self.checkpoint or self.policy):
-            raise WMError("--judge latent needs --checkpoint C (its encoder measures the goal distance)")
+        self.validate_link()
         if self.goals and self.goal_store:
             raise WMError("pass either --goals FILE or --goal-store STORE, not both")
         if self.goals and not Path(self.goals).is_file():
             raise WMError(f"goal file {self.goals} not found; pass an .npz with rgb (G, H, W, 3) and proprio (G, P)")
+        require_empty_dir(self.out, "a validation run")
+
+    def validate_link(self) -> None:
+        """The settings of the robot link and the judge (what `wm improve --robot` shares)."""
+        if self.judge not in (None, *JUDGES):
+            raise WMError(f"--judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        if self.judge == "latent" and not (self.checkpoint or self.policy):
+            raise WMError("--judge latent needs --checkpoint C (its encoder measures the goal distance)")
         if self.hz is not None and not 0 < self.hz <= 1000:
             raise WMError(f"--hz must be in (0, 1000], got {self.hz}")
         if not 0 < self.timeout <= 60:
             raise WMError(f"--timeout must be in (0, 60] seconds, got {self.timeout}")
-        require_empty_dir(self.out, "a validation run")
 
     def to_json(self) -> dict:
         """The settings as the flags give them, flat, without the token."""
