@@ -282,3 +282,28 @@ def test_an_ensemble_of_success_heads_charges_imagined_rewards_for_its_disagreem
     single, _, _ = jepa
     with pytest.raises(WMError, match="ensemble of success heads"):
         ImaginedVectorEnv(single, starts, num_envs=2, reward="probability", uncertainty_penalty=1.0)
+
+
+def test_success_grad_lets_the_success_loss_train_the_encoder(jepa):
+    """`success_grad=true`: the success head's loss reaches the encoder (through the frames and the goal); by default
+    the head learns on detached latents and the encoder's gradient is the world model's alone."""
+    import copy
+
+    model = copy.deepcopy(jepa[0]).train()
+    gen = torch.Generator().manual_seed(0)
+    batch = {"rgb": torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8, generator=gen),
+             "proprio": torch.randn(2, 4, 4, generator=gen), "action": torch.randn(2, 3, 10, generator=gen),
+             "success": torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]]),
+             "goal_rgb": torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, generator=gen),
+             "goal_proprio": torch.randn(2, 4, generator=gen)}  # fmt: skip
+
+    def encoder_grads(success_grad: bool, weight: float) -> list[torch.Tensor]:
+        model.cfg.success_grad, model.cfg.success_weight = success_grad, weight
+        model.zero_grad()
+        torch.manual_seed(0)  # SIGReg's projections and the decoder's frames
+        model(batch)[0].backward()
+        return [p.grad.clone() for p in model.encoder.parameters()]
+
+    for success_grad, moved in ((False, False), (True, True)):
+        without, with_head = encoder_grads(success_grad, 0.0), encoder_grads(success_grad, 1.0)
+        assert any(not torch.allclose(a, b) for a, b in zip(without, with_head, strict=True)) == moved

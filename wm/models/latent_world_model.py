@@ -51,6 +51,7 @@ class LatentWMConfig:
     success_width: int = 128
     success_weight: float = 1.0
     success_heads: int = 1  # >1: an ensemble of heads whose disagreement is the imagined reward's uncertainty
+    success_grad: bool = False  # the success loss trains the encoder too: the latents learn what success looks at
     normalization: dict = field(default_factory=dict)  # {"action": {mean, std}, "proprio": {mean, std}} per env dim
 
     def __post_init__(self) -> None:
@@ -248,7 +249,7 @@ class LatentWorldModel(nn.Module):
             loss = loss + loss_dec
             metrics["decoder"] = loss_dec.detach()
         if self.success is not None and "success" in batch:
-            bce, acc = self._success_loss(z.detach(), batch)
+            bce, acc = self._success_loss(z if self.cfg.success_grad else z.detach(), batch)
             loss = loss + self.cfg.success_weight * bce
             metrics["success_bce"], metrics["success_acc"] = bce.detach(), acc
         metrics["loss"] = loss.detach()
@@ -257,10 +258,10 @@ class LatentWorldModel(nn.Module):
     def _success_loss(self, z: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Balanced BCE and accuracy of the success head on window latents `z (B, n, N, D)` against the batch's
         hindsight goal (`goal_rgb (B, H, W, 3)` or `goal_features (B, N, Dv)`, `goal_proprio (B, P)`) and
-        labels `success (B, n)`; frame-only heads read no goal."""
+        labels `success (B, n)`; frame-only heads read no goal. The goal's encoding trains with `success_grad`."""
         z_goal = None
         if self.success.goal:
-            with torch.no_grad():
+            with torch.set_grad_enabled(self.cfg.success_grad and torch.is_grad_enabled()):
                 if "goal_features" in batch:
                     visual = batch["goal_features"].float()[:, None]
                 else:
