@@ -146,6 +146,14 @@ def test_random_controller_with_operator_judge_and_a_goal_store(server, tmp_path
     assert [e["judged_success"] for e in results["per_episode"]] == [True, False]
     assert results["judge"] == {"kind": "operator", "threshold": None} and results["success_rate"] == 0.5
 
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # then stdin closes: the second episode is left unjudged
+    argv[argv.index("--out") + 1] = str(tmp_path / "unjudged")
+    capsys.readouterr()
+    assert main(argv) == 2 and "the operator judge got no answer" in capsys.readouterr().err
+    results = json.loads((tmp_path / "unjudged" / "results.json").read_text())
+    assert results["episodes_complete"] == 1 and results["success_rate"] == 1.0  # not counted as a failure
+    assert [e["complete"] for e in results["per_episode"]] == [True, False]
+
 
 def test_wrong_token_missing_server_and_bad_address_are_one_line_errors(server, goals_file, tmp_path, capsys):
     _, address = server

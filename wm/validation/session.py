@@ -15,7 +15,8 @@ Written to the run's folder:
                        t_send / t_step (s), late, safety (a guard event arrived with this step's reply),
                        success (ground truth where the robot reports it, else the verdict on the final frame),
                        judged_success (the verdict, final frame), complete (False for an episode cut short by a
-                       robot failure), goal_latent_distance (with a model), state / goal (simulated robots).
+                       robot failure, or one the operator left unjudged), goal_latent_distance (with a model),
+                       state / goal (simulated robots).
                        The final frame has action 0, as in every store.
   safety_events.jsonl  every guard event the robot reported: wall time, reason, detail, episode, step
   results.json         success rate (judged, and ground truth), latencies p50/p95 per loop section and per
@@ -145,15 +146,16 @@ class ValidationSession:
             stats = self.loop.stats
         if complete:
             verdict = self.judge(final, goal["goal_obs"], episode)
+        judged = complete and verdict is not None  # an episode nobody judged counts as neither success nor failure
         if not recorder.rows:
             return verdict
-        arrays = recorder.arrays(complete, bool(verdict), goal["goal"], self.has_truth)
+        arrays = recorder.arrays(judged, bool(verdict), goal["goal"], self.has_truth)
         store.append_episode(arrays)
         distance = arrays.get("goal_latent_distance")
         totals.per_episode.append(
             {
                 "episode": episode,
-                "complete": complete,
+                "complete": judged,
                 "judged_success": bool(verdict),
                 "truth_success": bool(arrays["success"][-1]) if self.has_truth else None,
                 "final_goal_latent_distance": float(distance[-1]) if distance is not None else None,
