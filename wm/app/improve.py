@@ -88,7 +88,7 @@ class ImproveConfig:
     def validate(self) -> None:
         if self.robot:
             self.link().validate_link()
-        elif self.judge or self.hz or self.server_key:
+        elif self.judge or self.hz is not None or self.server_key:
             raise WMError("--judge, --hz and --server-key go with --robot (the real episodes on a robot)")
         require_at_least("improve", 1, rounds=self.rounds, episodes=self.episodes, eval_episodes=self.eval_episodes,
                          budget=self.budget, goal_offset=self.goal_offset, finetune_steps=self.finetune_steps,
