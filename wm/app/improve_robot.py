@@ -23,6 +23,8 @@ import numpy as np
 
 from wm.errors import WMError
 
+ROBOT_KEYS = ("rgb", "proprio", "action", "success", "state", "goal")  # a store's keys a validation run records
+
 
 def robot_episodes(link, root: Path, actor, model, pairs: list[dict], env_id: str, env, store_keys: dict, seed: int,
                    stochastic: bool) -> tuple[list[dict], np.ndarray]:  # fmt: skip
@@ -31,27 +33,26 @@ def robot_episodes(link, root: Path, actor, model, pairs: list[dict], env_id: st
     `actor` on `model`'s latents (`stochastic`: its Gaussian sampled). `env` is an instance of `env_id`, the env the
     pairs come from and a simulated robot must simulate, unwrapped (its goal distance and velocity dims). Returns
     the episodes in `store_keys` and whether each reached its goal `(len(pairs),)` by the judge."""
-    done = recorded(root)
-    if len(done) < len(pairs):
+    done = len(recorded(root, ["complete"]))  # only the flags: the frames are read once, below
+    if done < len(pairs):
         attempt = root / f"attempt_{len(list(root.glob('attempt_*')))}"
-        left = pairs[len(done) :]
-        run_attempt(replace(link, out=str(attempt), episodes=len(left)), actor, model, left, env_id, env, store_keys,
-                    seed + len(done), stochastic)  # fmt: skip
-        done = recorded(root)
-    done = done[: len(pairs)]
-    success = np.array([bool(ep["judged_success"][-1]) for ep in done])
-    return [training_episode(ep, store_keys, env) for ep in done], success
+        run_attempt(replace(link, out=str(attempt), episodes=len(pairs) - done), actor, model, pairs[done:], env_id,
+                    env, store_keys, seed + done, stochastic)  # fmt: skip
+    episodes = recorded(root, [*ROBOT_KEYS, "judged_success"])[: len(pairs)]
+    success = np.array([bool(ep["judged_success"][-1]) for ep in episodes])
+    return [training_episode(ep, store_keys, env) for ep in episodes], success
 
 
-def recorded(root: Path) -> list[dict]:
-    """The complete episodes of the attempts under `root`, in the order they ran."""
+def recorded(root: Path, keys: list[str]) -> list[dict]:
+    """`keys` (those a store has) of the complete episodes of the attempts under `root`, in the order they ran."""
     from wm.data.store import EpisodeStore
 
     attempts = sorted(root.glob("attempt_*/store"), key=lambda p: int(p.parent.name.removeprefix("attempt_")))
     episodes = []
     for path in attempts:
         with EpisodeStore.open(path) as store:
-            episodes += [ep for ep in map(store.episode, range(store.num_episodes)) if ep["complete"][-1]]
+            read = [k for k in dict.fromkeys([*keys, "complete"]) if store.has(k)]
+            episodes += [ep for ep in (store.episode(i, read) for i in range(store.num_episodes)) if ep["complete"][-1]]
     return episodes
 
 
@@ -114,7 +115,7 @@ def check_robot(robot, model, store_keys: dict, env_id: str, chunk: int) -> dict
 
 def require_recordable(store_keys: dict, recording: dict, robot: str) -> None:
     """One line unless every key of the store to grow comes from the robot's recordings (reward from states)."""
-    given = {k for k in ("rgb", "proprio", "action", "success", "state", "goal") if k in recording}
+    given = {k for k in ROBOT_KEYS if k in recording}
     if {"state", "goal"} <= given:
         given.add("reward")
     for key in sorted(given & set(store_keys) & set(recording)):
